@@ -1,0 +1,285 @@
+"""Entropy coding of integer symbols with constriction's range coder.
+
+Two model kinds reach the coder, both as *integer* frequency tables so encoder and decoder
+agree bit for bit:
+
+* ``Gaussian(scales)``: zero-mean discretized Gaussians. Scales are snapped to a fixed
+  log-spaced table of ``len(SCALE_TABLE)`` entries (as CompressAI does); each entry has a
+  16-bit integer pmf over ``[-L, L]`` plus an escape bin. Values outside ``[-L, L]`` are
+  coded as escape + Exp-Golomb-style raw bits, so every int32 round-trips.
+* ``Categorical(probs)``: per-symbol or shared probability vectors over ``{0..K-1}``,
+  turned into integer tables deterministically (every symbol keeps a nonzero frequency).
+
+All symbols of one layer share one range-coder stream (its payload: little-endian u32 words).
+"""
+from __future__ import annotations
+
+import zlib
+from dataclasses import dataclass
+from functools import lru_cache
+
+import constriction
+import mpmath
+import numpy as np
+
+from . import errors
+from .limits import LIMITS
+
+CODER_ID = "range-v1/scales64-0.11-64/p16"
+PRECISION = 16
+SCALE_MIN, SCALE_MAX, SCALE_LEVELS = 0.11, 64.0, 64
+SCALE_TABLE = np.exp(np.linspace(np.log(SCALE_MIN), np.log(SCALE_MAX), SCALE_LEVELS))
+_LOG_MIDS = (np.log(SCALE_TABLE[1:]) + np.log(SCALE_TABLE[:-1])) / 2
+TAIL = 6.0  # support half-width in units of sigma before the escape bin
+CAT_TOTAL = 1 << 24
+
+_model = constriction.stream.model
+_queue = constriction.stream.queue
+_UNIFORM_NBITS = _model.Uniform(64)
+_UNIFORM_CHUNK = _model.Uniform(1 << 16)
+_CATEGORICAL = _model.Categorical(perfect=False)
+
+
+@dataclass(frozen=True)
+class Gaussian:
+    """Zero-mean discretized Gaussian per symbol; ``scales`` broadcast to the symbols' shape."""
+
+    scales: np.ndarray
+
+
+@dataclass(frozen=True)
+class Categorical:
+    """Categorical over ``{0..K-1}``: ``probs`` per symbol, shape ``symbols.shape + (K,)``,
+    or one shared ``(K,)`` vector together with the symbols' ``shape``."""
+
+    probs: np.ndarray
+    shape: tuple | None = None
+
+
+def _np(x) -> np.ndarray:
+    if hasattr(x, "detach"):  # a torch tensor
+        x = x.detach().cpu().numpy()
+    return np.asarray(x)
+
+
+def symbol_shape(params) -> tuple:
+    """Shape of the symbol array that ``params`` models."""
+    if isinstance(params, Gaussian):
+        return tuple(_np(params.scales).shape)
+    if isinstance(params, Categorical):
+        probs = _np(params.probs)
+        if probs.ndim == 1:
+            if params.shape is None:
+                raise ValueError("a shared categorical table needs the symbols' shape")
+            return tuple(params.shape)
+        return tuple(probs.shape[:-1])
+    raise TypeError(f"unknown entropy parameters {type(params).__name__}")
+
+
+def scale_index(scales) -> np.ndarray:
+    """Snap scales to the nearest (in log space) table entry; NaN/inf/<=0 clamp to the ends."""
+    s = _np(scales).astype(np.float64)
+    s = np.nan_to_num(s, nan=SCALE_MIN, posinf=SCALE_MAX, neginf=SCALE_MIN)
+    logs = np.log(np.clip(s, SCALE_MIN, SCALE_MAX))
+    return np.searchsorted(_LOG_MIDS, logs).astype(np.uint8)
+
+
+@lru_cache(maxsize=None)
+def gaussian_table(index: int) -> tuple[int, np.ndarray]:
+    """``(L, freqs)`` for table entry ``index``: 2L+1 bins for -L..L, then the escape bin.
+
+    Computed with mpmath (not the platform's libm), so the integers are the same everywhere.
+    """
+    sigma = mpmath.mpf(float(SCALE_TABLE[index]))
+    half = int(np.ceil(TAIL * float(SCALE_TABLE[index])))
+    with mpmath.workdps(30):
+        cdf = [mpmath.erfc(-(mpmath.mpf(r) + 0.5) / (sigma * mpmath.sqrt(2))) / 2 for r in range(-half - 1, half + 1)]
+        probs = [cdf[i + 1] - cdf[i] for i in range(2 * half + 1)]
+        probs.append(1 - (cdf[-1] - cdf[0]))
+        n = len(probs)
+        freqs = np.array([int(mpmath.floor(p * ((1 << PRECISION) - n))) + 1 for p in probs], dtype=np.int64)
+    return half, freqs
+
+
+@lru_cache(maxsize=None)
+def _gaussian_model(index: int):
+    half, freqs = gaussian_table(index)
+    return half, _model.Categorical(freqs.astype(np.float64), perfect=False)
+
+
+def quantize_probs(probs) -> np.ndarray:
+    """Deterministic integer frequencies (sum <= 2**24, each >= 1) from float probabilities."""
+    p = _np(probs).astype(np.float64)
+    if p.ndim < 1 or p.shape[-1] < 2:
+        raise ValueError("a categorical model needs at least 2 categories")
+    if p.shape[-1] > LIMITS.max_alphabet:
+        raise errors.LimitError(f"alphabet of {p.shape[-1]} exceeds {LIMITS.max_alphabet}")
+    p = np.where(np.isfinite(p) & (p > 0), p, 0.0)
+    total = p.sum(axis=-1, keepdims=True)
+    k = p.shape[-1]
+    p = np.where(total > 0, p / np.where(total > 0, total, 1), 1.0 / k)
+    return (np.floor(p * (CAT_TOTAL - k)) + 1).astype(np.int64)
+
+
+def quantize(params, shape=None) -> tuple[np.ndarray, bytes]:
+    """Integer form of one part's parameters (what the coder sees) and its bytes for checks."""
+    shape = symbol_shape(params) if shape is None else tuple(shape)
+    if isinstance(params, Gaussian):
+        idx = np.broadcast_to(scale_index(params.scales), shape)
+        return idx, b"G" + np.ascontiguousarray(idx).tobytes()
+    if isinstance(params, Categorical):
+        freqs = quantize_probs(params.probs)
+        if freqs.ndim > 1 and freqs.shape[:-1] != tuple(shape):
+            raise ValueError(f"categorical probs of shape {freqs.shape} do not match symbols {tuple(shape)}")
+        return freqs, b"C" + freqs.astype("<u4").tobytes()
+    raise TypeError(f"unknown entropy parameters {type(params).__name__}")
+
+
+def prior_check(layer_params) -> int:
+    """CRC-32 of a layer's quantized parameters: equal on both sides or the stream is refused."""
+    crc = 0
+    for params in layer_params:
+        crc = zlib.crc32(quantize(params)[1], crc)
+    return crc
+
+
+def _zigzag(v: np.ndarray) -> np.ndarray:
+    v = v.astype(np.int64)
+    return ((v << 1) ^ (v >> 63)).astype(np.uint64)
+
+
+def _unzigzag(u: np.ndarray) -> np.ndarray:
+    u = u.astype(np.uint64)
+    return ((u >> np.uint64(1)).astype(np.int64) ^ -(u & np.uint64(1)).astype(np.int64))
+
+
+def _encode_gaussian(enc, symbols: np.ndarray, idx: np.ndarray) -> None:
+    flat, fidx = symbols.reshape(-1).astype(np.int64), idx.reshape(-1)
+    order = np.argsort(fidx, kind="stable")
+    sidx, svals = fidx[order], flat[order]
+    bounds = np.searchsorted(sidx, np.arange(SCALE_LEVELS + 1))
+    escaped = []
+    for i in np.unique(sidx):
+        half, model = _gaussian_model(int(i))
+        v = svals[bounds[i] : bounds[i + 1]] + half
+        out = (v < 0) | (v > 2 * half)
+        if out.any():
+            escaped.append(v[out] - half)
+            v = np.where(out, 2 * half + 1, v)
+        enc.encode(v.astype(np.int32), model)
+    if escaped:
+        u = _zigzag(np.concatenate(escaped))
+        nbits = np.array([int(x).bit_length() for x in u], dtype=np.int32)
+        enc.encode(nbits, _UNIFORM_NBITS)
+        chunks = [(int(x) >> (16 * j)) & 0xFFFF for x, n in zip(u, nbits) for j in range((n + 15) // 16)]
+        enc.encode(np.array(chunks, dtype=np.int32), _UNIFORM_CHUNK)
+
+
+def _decode_gaussian(dec, idx: np.ndarray) -> np.ndarray:
+    fidx = idx.reshape(-1)
+    order = np.argsort(fidx, kind="stable")
+    sidx = fidx[order]
+    bounds = np.searchsorted(sidx, np.arange(SCALE_LEVELS + 1))
+    svals = np.empty(fidx.size, dtype=np.int64)
+    esc_pos, esc_half = [], []
+    for i in np.unique(sidx):
+        half, model = _gaussian_model(int(i))
+        a, b = bounds[i], bounds[i + 1]
+        v = dec.decode(model, int(b - a)).astype(np.int64)
+        svals[a:b] = v - half
+        hits = np.nonzero(v == 2 * half + 1)[0]
+        if hits.size:
+            esc_pos.append(hits + a)
+            esc_half.append(np.full(hits.size, half))
+    if esc_pos:
+        pos, halves = np.concatenate(esc_pos), np.concatenate(esc_half)
+        nbits = dec.decode(_UNIFORM_NBITS, int(pos.size)).astype(np.int64)
+        if (nbits < 1).any() or (nbits > 33).any():
+            raise errors.FormatError("escape code out of range (corrupted or hostile payload)")
+        nchunks = (nbits + 15) // 16
+        chunks = dec.decode(_UNIFORM_CHUNK, int(nchunks.sum())).astype(np.uint64)
+        starts = np.concatenate([[0], np.cumsum(nchunks)[:-1]])
+        u = np.zeros(pos.size, dtype=np.uint64)
+        for j in range(int(nchunks.max())):
+            has = nchunks > j
+            u[has] |= chunks[starts[has] + j] << np.uint64(16 * j)
+        vals = _unzigzag(u)
+        if (np.abs(vals) <= halves).any() or (np.abs(vals) >= 2**31).any():
+            raise errors.FormatError("escaped value inside the table support (corrupted payload)")
+        svals[pos] = vals
+    out = np.empty(fidx.size, dtype=np.int32)
+    out[order] = svals
+    return out.reshape(idx.shape)
+
+
+def _encode_categorical(enc, symbols: np.ndarray, freqs: np.ndarray) -> None:
+    k = freqs.shape[-1]
+    flat = symbols.reshape(-1)
+    if flat.size and (flat.min() < 0 or flat.max() >= k):
+        raise ValueError(f"categorical symbol outside 0..{k - 1}")
+    if freqs.ndim == 1:
+        enc.encode(flat.astype(np.int32), _model.Categorical(freqs.astype(np.float64), perfect=False))
+    else:
+        enc.encode(flat.astype(np.int32), _CATEGORICAL, freqs.reshape(-1, k).astype(np.float64))
+
+
+def _decode_categorical(dec, shape, freqs: np.ndarray) -> np.ndarray:
+    k, n = freqs.shape[-1], int(np.prod(shape, dtype=np.int64))
+    if freqs.ndim == 1:
+        out = dec.decode(_model.Categorical(freqs.astype(np.float64), perfect=False), n)
+    else:
+        out = dec.decode(_CATEGORICAL, freqs.reshape(-1, k).astype(np.float64))
+    return np.asarray(out, dtype=np.int32).reshape(shape)
+
+
+def encode_layer(symbols: list[np.ndarray], params: list) -> tuple[bytes, int]:
+    """Range-code one layer's parts; returns ``(payload, prior_check)``."""
+    if len(symbols) != len(params):
+        raise ValueError(f"layer has {len(symbols)} symbol arrays but {len(params)} parameter sets")
+    enc = _queue.RangeEncoder()
+    crc = 0
+    for sym, par in zip(symbols, params):
+        sym = np.asarray(sym)
+        if sym.dtype.kind not in "iu":
+            raise TypeError(f"symbols must be integers, got {sym.dtype}")
+        if sym.size and (sym.min() < -(2**31) + 1 or sym.max() >= 2**31):
+            raise ValueError("symbols must fit in int32")
+        if tuple(sym.shape) != symbol_shape(par):
+            raise ValueError(f"symbols of shape {sym.shape} but parameters for {symbol_shape(par)}")
+        table, check = quantize(par)
+        crc = zlib.crc32(check, crc)
+        if isinstance(par, Gaussian):
+            _encode_gaussian(enc, sym, table)
+        else:
+            _encode_categorical(enc, sym, table)
+    return enc.get_compressed().astype("<u4").tobytes(), crc
+
+
+def decode_layer(payload: bytes, params: list, check: int | None = None) -> list[np.ndarray]:
+    """Inverse of :func:`encode_layer` given the same parameters."""
+    if len(payload) % 4:
+        raise errors.FormatError("entropy-coded payload is not a whole number of 32-bit words")
+    tables, crc = [], 0
+    shapes = [symbol_shape(par) for par in params]
+    for par in params:
+        table, chk = quantize(par)
+        tables.append(table)
+        crc = zlib.crc32(chk, crc)
+    if check is not None and crc != check:
+        raise errors.PriorMismatchError(
+            "the decoder's prior differs from the encoder's (different weights, software or numerics);"
+            " refusing to decode garbage")
+    words = np.frombuffer(payload, dtype="<u4").astype(np.uint32)
+    try:
+        dec = _queue.RangeDecoder(words)
+        out = []
+        for par, shape, table in zip(params, shapes, tables):
+            if isinstance(par, Gaussian):
+                out.append(_decode_gaussian(dec, np.asarray(table)))
+            else:
+                out.append(_decode_categorical(dec, tuple(shape), table))
+    except errors.BitstreamError:
+        raise
+    except Exception as exc:  # the coder library refuses malformed data
+        raise errors.FormatError(f"entropy-coded payload is malformed: {exc}") from None
+    return out
