@@ -1,0 +1,1 @@
+"""Model plugins bundled with progcodec (installed as ``progcodec_plugins``)."""

@@ -1,0 +1,52 @@
+"""One-shot encode and decode."""
+from __future__ import annotations
+
+import torch
+from PIL import Image
+
+from . import bitstream, entropy, registry
+from .image import pad, to_tensor
+from .stream import DecodeStep, decode_stream
+
+
+def encode(image: Image.Image, model: str = registry.DEFAULT_MODEL, rate: str | None = None) -> bytes:
+    """Encode a PIL image into a layered progcodec stream, coarsest layer first."""
+    m = registry.load(model, rate)
+    x = to_tensor(image, m.channels)
+    height, width = x.shape[-2:]
+    with torch.inference_mode():
+        xp = pad(x, m.stride)
+        analysis = m.analyze(xp)
+        if len(analysis.symbols) != m.layers:
+            raise RuntimeError(f"{m.name}.analyze returned {len(analysis.symbols)} layers, declared {m.layers}")
+        state = m.decoder(xp.shape[-2], xp.shape[-1], analysis.side)
+        frames = []
+        for k, symbols in enumerate(analysis.symbols):
+            params = state.prior(k)
+            frames.append(entropy.encode_layer(symbols, params))
+            state.push(k, symbols)
+    side, side_codec = bitstream.pack_side(analysis.side)
+    header = bitstream.Header(
+        model=m.name, rate=m.rate, model_version=m.version, weights=m.digest,
+        width=int(width), height=int(height), mode="RGB" if m.channels == 3 else "L",
+        layer_sizes=(), layer_names=tuple(m.layer_names), encoded_layers=m.layers,
+        coder=entropy.CODER_ID, side=side, extra={"side_codec": side_codec},
+    )
+    return bitstream.write(header, frames)
+
+
+def decode(data: bytes, layers: int | None = None) -> DecodeStep:
+    """Decode ``layers`` layers (default: all) of a complete or cut stream; returns the last step."""
+    step = None
+    for step in decode_stream([data], layers=layers):
+        pass
+    return step
+
+
+def info(data: bytes) -> bitstream.Header:
+    """The header of a stream (only its first bytes are needed)."""
+    reader = bitstream.Reader()
+    events = reader.feed(data[: 1 << 22])
+    if not events:
+        reader.close()
+    return events[0]

@@ -1,0 +1,90 @@
+"""The contract between core and a model plugin.
+
+A plugin subclasses :class:`Model` and registers the class under the ``progcodec.models``
+entry-point group. Core pads the image to ``stride``, calls ``analyze`` on the encoder, and
+drives a :class:`LayerDecoder` on both sides: ``prior(k)`` gives the entropy parameters of
+layer k from the layers pushed so far (a pure function of them), ``push(k, symbols)`` adds a
+decoded layer, ``image()`` renders the best image from the layers pushed so far. The
+encoder runs the very same ``prior``/``push`` sequence, so both sides code with one prior.
+Plugins never see bytes; core never sees a network.
+"""
+from __future__ import annotations
+
+import hashlib
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .entropy import Categorical, Gaussian  # noqa: F401  (re-exported for plugin authors)
+
+
+@dataclass
+class Analysis:
+    """Encoder output: per layer, a list of integer symbol arrays; plus msgpack-able side info."""
+
+    symbols: list[list[np.ndarray]]
+    side: dict = field(default_factory=dict)
+
+
+class LayerDecoder(ABC):
+    """Per-stream decoding state (one per image; never shared between threads)."""
+
+    @abstractmethod
+    def prior(self, k: int) -> list:
+        """Entropy parameters (``Gaussian``/``Categorical``) for every symbol array of layer ``k``."""
+
+    @abstractmethod
+    def push(self, k: int, symbols: list[np.ndarray]) -> None:
+        """Add the decoded symbols of layer ``k`` (layers arrive in order 0, 1, ...)."""
+
+    @abstractmethod
+    def image(self) -> torch.Tensor:
+        """Float ``(C, H, W)`` image in [0, 1] at the padded size, from the layers pushed so far."""
+
+
+class Model(ABC):
+    """A progressive codec. Instances are read-only after construction and thread-safe."""
+
+    name: str = ""
+    version: str = "1"
+    rates: tuple[str, ...] = ("default",)
+    default_rate: str = "default"
+    channels: int = 3
+    stride: int = 1
+    layer_names: tuple[str, ...] = ()
+    description: str = ""
+
+    def __init__(self, rate: str | None = None):
+        self.rate = rate or self.default_rate
+        if self.rate not in self.rates:
+            from .errors import UnknownModelError
+
+            raise UnknownModelError(f"model {self.name!r} has no rate point {self.rate!r}; it has {list(self.rates)}")
+
+    @property
+    def layers(self) -> int:
+        return len(self.layer_names)
+
+    @property
+    def digest(self) -> str:
+        """Identifies the weights (and anything else decoding depends on); stored in the header."""
+        return "none"
+
+    @abstractmethod
+    def analyze(self, x: torch.Tensor) -> Analysis:
+        """Symbols of every layer for a ``(1, C, H, W)`` image in [0, 1] at the padded size."""
+
+    @abstractmethod
+    def decoder(self, height: int, width: int, side: dict) -> LayerDecoder:
+        """A fresh decoding state for a padded ``height`` x ``width`` image."""
+
+
+def file_digest(*paths: Path | str) -> str:
+    """Short SHA-256 of one or more weight files, for :attr:`Model.digest`."""
+    h = hashlib.sha256()
+    for p in paths:
+        h.update(Path(p).read_bytes())
+    return h.hexdigest()[:16]

@@ -1,0 +1,180 @@
+"""Streaming decoder: bytes in any split -> one refined image per completed layer."""
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass, field
+from typing import AsyncIterable, Iterable, Iterator
+
+import torch
+
+from . import bitstream, entropy, errors, registry
+from .image import padded_size, to_pil
+from .limits import Limits
+
+
+@dataclass
+class DecodeStep:
+    """One refinement: the image after ``layer`` of ``layers_total`` layers."""
+
+    tensor: torch.Tensor          # float (C, H, W) in [0, 1], original size
+    layer: int                    # 1-based
+    layers_total: int             # layers in the stream
+    bytes_consumed: int           # stream bytes read up to the end of this layer
+    header: bitstream.Header
+    _image: object = field(default=None, repr=False)
+
+    @property
+    def image(self):
+        """The refinement as a PIL image (converted on first access)."""
+        if self._image is None:
+            self._image = to_pil(self.tensor)
+        return self._image
+
+    @property
+    def bpp(self) -> float:
+        """Bits per pixel of the stream read so far."""
+        return 8.0 * self.bytes_consumed / (self.header.width * self.header.height)
+
+    @property
+    def final(self) -> bool:
+        return self.layer == self.layers_total
+
+
+def _guard(what: str, fn, *args):
+    """Run plugin code; anything it raises on stream data becomes a BitstreamError."""
+    try:
+        return fn(*args)
+    except errors.ProgcodecError:
+        raise
+    except Exception as exc:
+        raise errors.FormatError(f"{what} failed: {type(exc).__name__}: {exc}") from exc
+
+
+def open_model(header: bitstream.Header):
+    """The installed model a header names, checked against the header's weights digest."""
+    model = registry.load(header.model, header.rate)
+    if model.digest != header.weights:
+        raise errors.WeightsMismatchError(
+            f"stream was encoded with {header.model} rate {header.rate} weights {header.weights}"
+            f" (model version {header.model_version}); installed weights are {model.digest}"
+            f" (version {model.version})")
+    if bitstream.MODES[header.mode] != model.channels:
+        raise errors.HeaderError(f"mode {header.mode} does not fit model {model.name} ({model.channels} channels)")
+    if header.encoded_layers != model.layers or header.layer_names != tuple(model.layer_names[: header.layers]):
+        raise errors.HeaderError(f"layer table does not match model {model.name} ({model.layers} layers)")
+    if header.coder != entropy.CODER_ID:
+        raise errors.HeaderError(f"entropy coder {header.coder!r} is not supported (this build: {entropy.CODER_ID})")
+    return model
+
+
+class StreamDecoder:
+    """Push-style decoder: ``feed(bytes)`` returns the ``DecodeStep`` of each layer it completed.
+
+    ``layers`` caps how many layers to decode (``None``: all the stream has). ``close()``
+    raises ``TruncatedError`` if the input ended before those layers were complete.
+    """
+
+    def __init__(self, layers: int | None = None, limits: Limits | None = None, render: bool = True):
+        if layers is not None and layers < 1:
+            raise ValueError("layers must be >= 1")
+        self.reader = bitstream.Reader(limits)
+        self.want = layers
+        self.render = render
+        self.header: bitstream.Header | None = None
+        self.symbols: list[list] = []
+        self._model = self._state = None
+        self._error: errors.ProgcodecError | None = None
+
+    @property
+    def target(self) -> int | None:
+        """Number of layers this decoder will deliver (known once the header arrived)."""
+        if self.header is None:
+            return None
+        return self.header.layers if self.want is None else min(self.want, self.header.layers)
+
+    @property
+    def finished(self) -> bool:
+        return self.target is not None and len(self.symbols) >= self.target
+
+    def feed(self, data: bytes) -> list[DecodeStep]:
+        """Steps completed by ``data``; an error after some steps is raised on the next call."""
+        if self._error is not None:
+            raise self._error
+        if self.finished:
+            return []
+        steps = []
+        try:
+            for event in self.reader.feed(bytes(data)):
+                if isinstance(event, bitstream.Header):
+                    self._start(event)
+                elif not self.finished:
+                    steps.append(self._layer(event))
+        except errors.ProgcodecError as exc:
+            if not steps:
+                raise
+            self._error = exc
+        return steps
+
+    def close(self) -> None:
+        if self._error is not None:
+            raise self._error
+        if self.finished:
+            return
+        try:
+            self.reader.close()
+        except errors.TruncatedError as exc:
+            asked = f" (asked for {self.target})" if self.want else ""
+            raise errors.TruncatedError(f"{exc}{asked}") from None
+
+    def _start(self, header: bitstream.Header) -> None:
+        self.header = header
+        self._model = open_model(header)
+        side = bitstream.unpack_side(header, self.reader.limits)
+        ph, pw = padded_size(header.height, header.width, self._model.stride)
+        self._state = _guard(f"{header.model}: reading side information", self._model.decoder, ph, pw, side)
+
+    def _layer(self, frame: bitstream.Frame) -> DecodeStep:
+        k, name = frame.index, self.header.model
+        params = _guard(f"{name}: prior of layer {k + 1}", self._state.prior, k)
+        symbols = entropy.decode_layer(frame.payload, params, frame.prior_check)
+        _guard(f"{name}: layer {k + 1}", self._state.push, k, symbols)
+        self.symbols.append(symbols)
+        tensor = None
+        if self.render:
+            tensor = _guard(f"{name}: rendering layer {k + 1}", self._state.image)
+            tensor = tensor[..., : self.header.height, : self.header.width].clamp(0, 1)
+        return DecodeStep(tensor=tensor, layer=k + 1, layers_total=self.header.layers,
+                          bytes_consumed=frame.end, header=self.header)
+
+
+def decode_stream(chunks: Iterable[bytes], layers: int | None = None, limits: Limits | None = None) -> Iterator[DecodeStep]:
+    """Yield a refined image each time a layer completes; ``chunks`` may be split anywhere.
+
+    Stops reading once ``layers`` layers are out. Raises ``TruncatedError`` (after yielding
+    every intact layer) if the chunks end early, and another ``BitstreamError`` on damage.
+    """
+    if isinstance(chunks, (bytes, bytearray, memoryview)):
+        chunks = [bytes(chunks)]
+    dec = StreamDecoder(layers, limits)
+    with torch.inference_mode():
+        for chunk in chunks:
+            yield from dec.feed(chunk)
+            if dec.finished:
+                return
+        dec.close()
+
+
+async def adecode_stream(chunks: AsyncIterable[bytes], layers: int | None = None, limits: Limits | None = None):
+    """``async for`` variant of :func:`decode_stream`; model work runs in a worker thread."""
+    dec = StreamDecoder(layers, limits)
+
+    def feed(chunk):
+        with torch.inference_mode():
+            return dec.feed(chunk)
+
+    async for chunk in chunks:
+        for step in await asyncio.to_thread(feed, chunk):
+            yield step
+        if dec.finished:
+            return
+    dec.close()
