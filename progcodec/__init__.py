@@ -12,6 +12,7 @@ from .errors import (BitstreamError, ChecksumError, FormatError, HeaderError, Li
 from .limits import LIMITS, Limits
 from .plugin import Analysis, LayerDecoder, Model
 from .stream import DecodeStep, StreamDecoder, adecode_stream, decode_stream
+from . import pillow  # noqa: E402,F401  (registers the .pcs format with Pillow)
 
 __version__ = "0.1.0"
 

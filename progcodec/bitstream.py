@@ -330,8 +330,8 @@ def truncate(data: bytes, layers: int | None = None, max_bytes: int | None = Non
     reader = Reader()
     events = reader.feed(data)
     header, frames = events[0] if events else None, events[1:]
-    if header is None:
-        raise errors.TruncatedError("stream ended inside the header")
+    if header is None or not frames:
+        raise errors.TruncatedError("the stream holds no complete layer")
     keep = len(frames) if layers is None else min(layers, len(frames))
     if layers is not None and layers > len(frames):
         raise errors.TruncatedError(f"asked for {layers} layers, the stream holds {len(frames)} complete ones")
