@@ -116,10 +116,11 @@ class StreamDecoder:
         return steps
 
     def close(self) -> None:
+        """End of input: raises what went wrong, or ``TruncatedError`` if layers are missing."""
         if self._error is not None:
             raise self._error
-        if self.finished:
-            return
+        if self.finished and not self.reader.done:
+            return  # fewer layers were asked for than the stream holds
         try:
             self.reader.close()
         except errors.TruncatedError as exc:
@@ -160,8 +161,8 @@ def decode_stream(chunks: Iterable[bytes], layers: int | None = None, limits: Li
         for chunk in chunks:
             yield from dec.feed(chunk)
             if dec.finished:
-                return
-        dec.close()
+                break
+    dec.close()
 
 
 async def adecode_stream(chunks: AsyncIterable[bytes], layers: int | None = None, limits: Limits | None = None):
@@ -176,5 +177,5 @@ async def adecode_stream(chunks: AsyncIterable[bytes], layers: int | None = None
         for step in await asyncio.to_thread(feed, chunk):
             yield step
         if dec.finished:
-            return
+            break
     dec.close()
