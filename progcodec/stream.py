@@ -74,12 +74,14 @@ class StreamDecoder:
     raises ``TruncatedError`` if the input ended before those layers were complete.
     """
 
-    def __init__(self, layers: int | None = None, limits: Limits | None = None, render: bool = True):
+    def __init__(self, layers: int | None = None, limits: Limits | None = None, render: bool = True,
+                 latest_only: bool = False):
         if layers is not None and layers < 1:
             raise ValueError("layers must be >= 1")
         self.reader = bitstream.Reader(limits)
         self.want = layers
         self.render = render
+        self.latest_only = latest_only
         self.header: bitstream.Header | None = None
         self.symbols: list[list] = []
         self._model = self._state = None
@@ -104,11 +106,16 @@ class StreamDecoder:
             return []
         steps = []
         try:
-            for event in self.reader.feed(bytes(data)):
-                if isinstance(event, bitstream.Header):
-                    self._start(event)
-                elif not self.finished:
-                    steps.append(self._layer(event))
+            events = self.reader.feed(bytes(data))
+            frames = [e for e in events if isinstance(e, bitstream.Frame)]
+            if events and isinstance(events[0], bitstream.Header):
+                self._start(events[0])
+            frames = frames[: max(0, self.target - len(self.symbols))] if self.target is not None else []
+            for i, frame in enumerate(frames):
+                stale = self.latest_only and i < len(frames) - 1  # a newer layer is already here
+                step = self._layer(frame, render=self.render and not stale)
+                if not stale:
+                    steps.append(step)
         except errors.ProgcodecError as exc:
             if not steps:
                 raise
@@ -134,29 +141,31 @@ class StreamDecoder:
         ph, pw = padded_size(header.height, header.width, self._model.stride)
         self._state = _guard(f"{header.model}: reading side information", self._model.decoder, ph, pw, side)
 
-    def _layer(self, frame: bitstream.Frame) -> DecodeStep:
+    def _layer(self, frame: bitstream.Frame, render: bool) -> DecodeStep:
         k, name = frame.index, self.header.model
         params = _guard(f"{name}: prior of layer {k + 1}", self._state.prior, k)
         symbols = entropy.decode_layer(frame.payload, params, frame.prior_check)
         _guard(f"{name}: layer {k + 1}", self._state.push, k, symbols)
         self.symbols.append(symbols)
         tensor = None
-        if self.render:
+        if render:
             tensor = _guard(f"{name}: rendering layer {k + 1}", self._state.image)
             tensor = tensor[..., : self.header.height, : self.header.width].clamp(0, 1)
         return DecodeStep(tensor=tensor, layer=k + 1, layers_total=self.header.layers,
                           bytes_consumed=frame.end, header=self.header)
 
 
-def decode_stream(chunks: Iterable[bytes], layers: int | None = None, limits: Limits | None = None) -> Iterator[DecodeStep]:
+def decode_stream(chunks: Iterable[bytes], layers: int | None = None, limits: Limits | None = None,
+                  latest_only: bool = False) -> Iterator[DecodeStep]:
     """Yield a refined image each time a layer completes; ``chunks`` may be split anywhere.
 
     Stops reading once ``layers`` layers are out. Raises ``TruncatedError`` (after yielding
     every intact layer) if the chunks end early, and another ``BitstreamError`` on damage.
+    ``latest_only``: when one chunk completes several layers, render and yield only the last.
     """
     if isinstance(chunks, (bytes, bytearray, memoryview)):
         chunks = [bytes(chunks)]
-    dec = StreamDecoder(layers, limits)
+    dec = StreamDecoder(layers, limits, latest_only=latest_only)
     with torch.inference_mode():
         for chunk in chunks:
             yield from dec.feed(chunk)
@@ -165,9 +174,10 @@ def decode_stream(chunks: Iterable[bytes], layers: int | None = None, limits: Li
     dec.close()
 
 
-async def adecode_stream(chunks: AsyncIterable[bytes], layers: int | None = None, limits: Limits | None = None):
+async def adecode_stream(chunks: AsyncIterable[bytes], layers: int | None = None, limits: Limits | None = None,
+                         latest_only: bool = False):
     """``async for`` variant of :func:`decode_stream`; model work runs in a worker thread."""
-    dec = StreamDecoder(layers, limits)
+    dec = StreamDecoder(layers, limits, latest_only=latest_only)
 
     def feed(chunk):
         with torch.inference_mode():

@@ -172,3 +172,12 @@ def test_step_fields(stream):
     assert 0 <= step.tensor.min() and step.tensor.max() <= 1
     assert step.bpp == pytest.approx(8 * step.bytes_consumed / (96 * 64))
     assert np.asarray(step.image).shape == (64, 96, 3)
+
+
+def test_latest_only_skips_stale_renders(stream):
+    ends = progcodec.info(stream).layer_ends()
+    chunks = [stream[: ends[2]], stream[ends[2] :]]
+    got = list(progcodec.decode_stream(chunks, latest_only=True))
+    assert [s.layer for s in got] == [3, 5]
+    ref = steps_of([stream])
+    assert torch.equal(got[0].tensor, ref[2].tensor) and torch.equal(got[1].tensor, ref[4].tensor)
