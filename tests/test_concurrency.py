@@ -1,0 +1,72 @@
+"""Shared model objects under threads and asyncio; results independent of torch's thread count."""
+import asyncio
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+import torch
+
+import progcodec
+from progcodec import registry
+from progcodec.testing import sample_image
+from progcodec.stream import StreamDecoder
+
+PLUGINS = [p.name for p in registry.plugins() if p.error is None]
+
+
+def streams_for(name, n=4):
+    cls = registry.get_class(name)
+    side = max(cls.stride, 32)
+    return [progcodec.encode(sample_image(side + 7 * i, side + 5 * i, seed=i, channels=cls.channels), model=name)
+            for i in range(n)]
+
+
+def decode_all(data):
+    dec = StreamDecoder()
+    steps = dec.feed(data)
+    dec.close()
+    return dec.symbols, [s.tensor for s in steps]
+
+
+def same(a, b):
+    (sa, ta), (sb, tb) = a, b
+    return all((x == y).all() for la, lb in zip(sa, sb) for x, y in zip(la, lb)) and all(
+        torch.equal(x, y) for x, y in zip(ta, tb))
+
+
+@pytest.mark.parametrize("name", PLUGINS)
+def test_threads_share_models_safely(name):
+    streams = streams_for(name)
+    serial = [decode_all(s) for s in streams]
+    with ThreadPoolExecutor(4) as pool:
+        parallel = list(pool.map(decode_all, streams * 2))
+    assert all(same(p, serial[i % len(streams)]) for i, p in enumerate(parallel))
+
+
+@pytest.mark.parametrize("name", PLUGINS)
+def test_asyncio_tasks_share_models_safely(name):
+    streams = streams_for(name)
+
+    async def one(data):
+        async def chunks():
+            for i in range(0, len(data), 97):
+                await asyncio.sleep(0)
+                yield data[i : i + 97]
+        return [s.tensor async for s in progcodec.adecode_stream(chunks())]
+
+    async def run():
+        return await asyncio.gather(*(one(s) for s in streams))
+    for tensors, data in zip(asyncio.run(run()), streams):
+        assert all(torch.equal(a, b) for a, b in zip(tensors, decode_all(data)[1]))
+
+
+@pytest.mark.parametrize("name", PLUGINS)
+def test_thread_count_does_not_change_the_decode(name):
+    streams = streams_for(name, n=2)
+    before = torch.get_num_threads()
+    try:
+        ref = [decode_all(s) for s in streams]
+        torch.set_num_threads(1)
+        one = [decode_all(s) for s in streams]
+    finally:
+        torch.set_num_threads(before)
+    assert all(same(a, b) for a, b in zip(ref, one))
