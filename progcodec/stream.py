@@ -106,16 +106,17 @@ class StreamDecoder:
             return []
         steps = []
         try:
-            events = self.reader.feed(bytes(data))
-            frames = [e for e in events if isinstance(e, bitstream.Frame)]
-            if events and isinstance(events[0], bitstream.Header):
-                self._start(events[0])
-            frames = frames[: max(0, self.target - len(self.symbols))] if self.target is not None else []
-            for i, frame in enumerate(frames):
-                stale = self.latest_only and i < len(frames) - 1  # a newer layer is already here
-                step = self._layer(frame, render=self.render and not stale)
-                if not stale:
-                    steps.append(step)
+            with torch.inference_mode():
+                events = self.reader.feed(bytes(data))
+                frames = [e for e in events if isinstance(e, bitstream.Frame)]
+                if events and isinstance(events[0], bitstream.Header):
+                    self._start(events[0])
+                frames = frames[: max(0, self.target - len(self.symbols))] if self.target is not None else []
+                for i, frame in enumerate(frames):
+                    stale = self.latest_only and i < len(frames) - 1  # a newer layer is already here
+                    step = self._layer(frame, render=self.render and not stale)
+                    if not stale:
+                        steps.append(step)
         except errors.ProgcodecError as exc:
             if not steps:
                 raise
@@ -166,11 +167,10 @@ def decode_stream(chunks: Iterable[bytes], layers: int | None = None, limits: Li
     if isinstance(chunks, (bytes, bytearray, memoryview)):
         chunks = [bytes(chunks)]
     dec = StreamDecoder(layers, limits, latest_only=latest_only)
-    with torch.inference_mode():
-        for chunk in chunks:
-            yield from dec.feed(chunk)
-            if dec.finished:
-                break
+    for chunk in chunks:
+        yield from dec.feed(chunk)
+        if dec.finished:
+            break
     dec.close()
 
 
@@ -179,12 +179,8 @@ async def adecode_stream(chunks: AsyncIterable[bytes], layers: int | None = None
     """``async for`` variant of :func:`decode_stream`; model work runs in a worker thread."""
     dec = StreamDecoder(layers, limits, latest_only=latest_only)
 
-    def feed(chunk):
-        with torch.inference_mode():
-            return dec.feed(chunk)
-
     async for chunk in chunks:
-        for step in await asyncio.to_thread(feed, chunk):
+        for step in await asyncio.to_thread(dec.feed, chunk):
             yield step
         if dec.finished:
             break
