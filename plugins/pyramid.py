@@ -27,15 +27,34 @@ def _color(x: torch.Tensor, m: torch.Tensor) -> torch.Tensor:
     return torch.einsum("ij,bjhw->bihw", m, x)
 
 
+def _up2(x: torch.Tensor, dim: int) -> torch.Tensor:
+    """2x linear upsampling along ``dim`` (weights 3/4, 1/4; edges replicated)."""
+    n = x.shape[dim]
+    prev = torch.cat([x.narrow(dim, 0, 1), x.narrow(dim, 0, n - 1)], dim)
+    nxt = torch.cat([x.narrow(dim, 1, n - 1), x.narrow(dim, n - 1, 1)], dim)
+    near = x * 0.75
+    out = torch.stack([near + prev * 0.25, near + nxt * 0.25], dim + 1)
+    return out.flatten(dim, dim + 1)
+
+
 def _up(x: torch.Tensor) -> torch.Tensor:
-    return F.interpolate(x, scale_factor=2, mode="bilinear", align_corners=False)
+    """Bilinear 2x upsampling (as align_corners=False) from separate elementwise ops only:
+    F.interpolate's fused kernel rounds differently with torch's thread count, which would
+    make encoder and decoder priors differ."""
+    return _up2(_up2(x, 2), 3)
 
 
-def _activity(x: torch.Tensor) -> torch.Tensor:
-    """Local detail of an (upsampled) reconstruction, normalised to mean 1 per channel."""
+def _activity(x: torch.Tensor) -> np.ndarray:
+    """Local detail of an (upsampled) reconstruction, normalised to mean 1 per channel.
+
+    Only per-pixel ops and fixed 3x3 windows run in torch; the image-wide mean is taken in
+    numpy float64, whose summation order does not depend on torch's thread count (a float32
+    torch mean did, and snapped a few scales differently on encoder and decoder).
+    """
     detail = (x - F.avg_pool2d(F.pad(x, (1, 1, 1, 1), mode="replicate"), 3, stride=1)).abs()
     detail = F.avg_pool2d(F.pad(detail, (1, 1, 1, 1), mode="replicate"), 3, stride=1)
-    return 0.25 + detail / (detail.mean(dim=(-2, -1), keepdim=True) + 1e-6)
+    d = detail[0].double().numpy()
+    return 0.25 + d / (np.array([c.mean() for c in d])[:, None, None] + 1e-6)
 
 
 def _rms(x: np.ndarray) -> list[float]:
@@ -60,8 +79,8 @@ class _Decoder(LayerDecoder):
         if k == 0:
             scales = self.scales[0].view(3, 1, 1).expand(self.shape)
         else:
-            scales = self.scales[k].view(3, 1, 1) * _activity(_up(self.recon))[0].double()
-        return [Gaussian(scales.numpy())]
+            scales = self.scales[k].view(3, 1, 1).numpy() * _activity(_up(self.recon))
+        return [Gaussian(np.asarray(scales))]
 
     def push(self, k: int, symbols: list[np.ndarray]) -> None:
         q = torch.from_numpy(symbols[0].astype(np.float32)).unsqueeze(0)
@@ -111,7 +130,7 @@ class Pyramid(Model):
             pred = _up(state.recon)
             r = torch.round((target - pred) / state._step(k))
             sym = r[0].numpy().astype(np.int32)
-            act = _activity(pred)[0].numpy().astype(np.float64)
+            act = _activity(pred)
             side["scales"][k] = _rms(sym / act)
             state.scales[k] = torch.tensor(side["scales"][k], dtype=torch.float64)
             symbols.append([sym])
