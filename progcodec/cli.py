@@ -1,4 +1,4 @@
-"""``progcodec`` command line: encode, decode, info, truncate, plugins, demo."""
+"""``progcodec`` command line: encode, decode, info, truncate, plugins, demo, serve, view."""
 from __future__ import annotations
 
 import argparse
@@ -105,6 +105,27 @@ def cmd_demo(a):
     print(f"decoded in {1000 * (time.perf_counter() - t1):.0f} ms")
 
 
+def cmd_serve(a):
+    from . import server
+
+    server.serve(a.dir, host=a.host, port=a.port, throttle=a.throttle, quiet=a.quiet,
+                 max_connections=a.max_connections)
+
+
+def cmd_view(a):
+    from .net import parse_rate
+
+    parse_rate(a.throttle)  # a bad value is a usage error before any window opens
+    try:
+        from . import viewer
+    except ImportError as exc:  # tkinter missing (e.g. Debian without python3-tk)
+        raise OSError(f"the viewer needs tkinter and Pillow's ImageTk: {exc}") from None
+    try:
+        viewer.view(a.source, layers=a.layers, throttle=a.throttle, timeout=a.timeout)
+    except viewer.tk.TclError as exc:  # no display
+        raise OSError(f"cannot open a window: {exc}") from None
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="progcodec", description=__doc__)
     sub = p.add_subparsers(dest="cmd", required=True)
@@ -127,6 +148,18 @@ def build_parser() -> argparse.ArgumentParser:
     m.add_argument("--image", help="use this image instead of the bundled one")
     m.add_argument("--out", default="progcodec-demo", help="folder for the refinement PNGs")
     m.add_argument("--chunk", type=int, default=1024, help="bytes per network-like chunk")
+    s = sub.add_parser("serve", help="serve .pcs files over HTTP (Range, ?layers=K) with a web viewer")
+    s.add_argument("dir", help="folder of .pcs files (only files under it are served)")
+    s.add_argument("--host", default="127.0.0.1", help="address to bind (default: loopback only)")
+    s.add_argument("--port", type=int, default=8000, help="0 picks a free port")
+    s.add_argument("--throttle", metavar="RATE", help="per-connection bandwidth limit, e.g. 256kbit, 2mbit, 64kB")
+    s.add_argument("--max-connections", type=int, default=32, help="concurrent connections (503 beyond)")
+    s.add_argument("--quiet", action="store_true", help="no request log")
+    v = sub.add_parser("view", help="open a window that refines a stream (file or URL) as it arrives")
+    v.add_argument("source", help="a .pcs file, an http(s) URL, or - for stdin")
+    v.add_argument("--layers", type=int, help="stop after K layers")
+    v.add_argument("--throttle", metavar="RATE", help="read no faster than this (demo a slow link), e.g. 64kbit")
+    v.add_argument("--timeout", type=float, default=30.0, help="seconds without data before giving up")
     return p
 
 
