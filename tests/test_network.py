@@ -468,3 +468,24 @@ def test_unexpected_server_error_is_a_500(server, monkeypatch):
     assert get(server.url + "/files/photo.pcs")[0] == 500
     monkeypatch.undo()
     assert get(server.url + "/files/photo.pcs")[0] == 200  # and the server keeps serving
+
+
+def test_load_many_concurrent_streams_from_the_server(server, expected):
+    """N clients decode at once from the local server (shared model): nothing lost, all exact."""
+    import time
+    from concurrent.futures import ThreadPoolExecutor
+
+    def fetch(i):
+        url = server.url + "/files/photo.pcs" + ("?chunked=1" if i % 2 else "")
+        with urllib.request.urlopen(url, timeout=30) as resp:
+            return list(progcodec.decode_stream(net.iter_body(resp, 1 + 97 * i)))
+
+    n = 16
+    start = time.perf_counter()
+    with ThreadPoolExecutor(8) as pool:
+        results = list(pool.map(fetch, range(n)))
+    elapsed = time.perf_counter() - start
+    for steps in results:
+        assert [s.layer for s in steps] == [s.layer for s in expected]
+        assert all(same(a.image, b.image) for a, b in zip(steps, expected))
+    print(f"load: {n} streams, 8 client threads, {elapsed:.2f} s, {n / elapsed:.1f} streams/s")
