@@ -143,6 +143,11 @@ def prior_check(layer_params) -> int:
     return crc
 
 
+def _c(a: np.ndarray, dtype) -> np.ndarray:
+    """A C-contiguous copy/view of ``a`` as ``dtype`` (what constriction requires)."""
+    return np.ascontiguousarray(a, dtype=dtype)
+
+
 def _zigzag(v: np.ndarray) -> np.ndarray:
     v = v.astype(np.int64)
     return ((v << 1) ^ (v >> 63)).astype(np.uint64)
@@ -166,7 +171,7 @@ def _encode_gaussian(enc, symbols: np.ndarray, idx: np.ndarray) -> None:
         if out.any():
             escaped.append(v[out] - half)
             v = np.where(out, 2 * half + 1, v)
-        enc.encode(v.astype(np.int32), model)
+        enc.encode(_c(v, np.int32), model)
     if escaped:
         u = _zigzag(np.concatenate(escaped))
         nbits = np.array([int(x).bit_length() for x in u], dtype=np.int32)
@@ -217,18 +222,19 @@ def _encode_categorical(enc, symbols: np.ndarray, freqs: np.ndarray) -> None:
     flat = symbols.reshape(-1)
     if flat.size and (flat.min() < 0 or flat.max() >= k):
         raise ValueError(f"categorical symbol outside 0..{k - 1}")
+    # constriction reads numpy buffers as C-contiguous whatever their strides: always copy in
     if freqs.ndim == 1:
-        enc.encode(flat.astype(np.int32), _model.Categorical(freqs.astype(np.float64), perfect=False))
+        enc.encode(_c(flat, np.int32), _model.Categorical(_c(freqs, np.float64), perfect=False))
     else:
-        enc.encode(flat.astype(np.int32), _CATEGORICAL, freqs.reshape(-1, k).astype(np.float64))
+        enc.encode(_c(flat, np.int32), _CATEGORICAL, _c(freqs.reshape(-1, k), np.float64))
 
 
 def _decode_categorical(dec, shape, freqs: np.ndarray) -> np.ndarray:
     k, n = freqs.shape[-1], int(np.prod(shape, dtype=np.int64))
     if freqs.ndim == 1:
-        out = dec.decode(_model.Categorical(freqs.astype(np.float64), perfect=False), n)
+        out = dec.decode(_model.Categorical(_c(freqs, np.float64), perfect=False), n)
     else:
-        out = dec.decode(_CATEGORICAL, freqs.reshape(-1, k).astype(np.float64))
+        out = dec.decode(_CATEGORICAL, _c(freqs.reshape(-1, k), np.float64))
     return np.asarray(out, dtype=np.int32).reshape(shape)
 
 
@@ -269,7 +275,7 @@ def decode_layer(payload: bytes, params: list, check: int | None = None) -> list
         raise errors.PriorMismatchError(
             "the decoder's prior differs from the encoder's (different weights, software or numerics);"
             " refusing to decode garbage")
-    words = np.frombuffer(payload, dtype="<u4").astype(np.uint32)
+    words = _c(np.frombuffer(payload, dtype="<u4"), np.uint32)
     try:
         dec = _queue.RangeDecoder(words)
         out = []

@@ -100,3 +100,18 @@ def test_rate_is_close_to_ideal():
 
 
 TABLES_DIGEST = "b0351fe1fdcd5c70"
+
+
+def test_non_contiguous_probabilities_are_coded_at_their_true_rate():
+    """constriction ignores numpy strides; a transposed table must still cost -log2 p."""
+    rng = np.random.default_rng(3)
+    logits = rng.normal(0, 3, (16, 40, 32))  # channels first, as a network outputs them
+    probs = np.exp(logits) / np.exp(logits).sum(0, keepdims=True)
+    probs_t = probs.transpose(1, 2, 0)  # (40, 32, 16): the category axis is strided
+    assert not probs_t.flags.c_contiguous
+    symbols = np.array([[rng.choice(16, p=probs_t[i, j]) for j in range(32)] for i in range(40)])
+    payload, check = E.encode_layer([symbols], [E.Categorical(probs_t)])
+    (out,) = E.decode_layer(payload, [E.Categorical(np.ascontiguousarray(probs_t))], check)
+    np.testing.assert_array_equal(out, symbols)
+    ideal = -np.log2(np.take_along_axis(probs_t, symbols[..., None], -1)).sum() / 8
+    assert len(payload) < ideal * 1.05 + 16
