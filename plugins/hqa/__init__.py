@@ -1,0 +1,1 @@
+"""``hqa``: Hierarchical Quantized Autoencoder plugins (photos: ``hqa``, digits: ``hqa-digits``)."""
