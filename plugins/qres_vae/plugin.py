@@ -1,0 +1,94 @@
+"""The ``qres-vae`` plugin: each of the 12 latent blocks is one bitstream layer, coarsest first.
+
+Layer k carries ``round(mu_k - mu_hat_k)`` coded with the block's prior scale (residual
+rounding, paper Eq. 8). A prefix of k layers is rendered by running the remaining blocks
+with their prior means (temperature 0, paper Fig. 5); the decoder keeps the top-down
+feature between layers, so a full progressive decode costs one top-down pass plus one
+completion per rendered layer.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import torch
+from safetensors.torch import load_file
+
+from progcodec.plugin import Analysis, Gaussian, LayerDecoder, Model, file_digest
+
+from .model import Config, QResVAE as Network
+
+WEIGHTS = Path(__file__).with_name("weights")
+
+
+class _Decoder(LayerDecoder):
+    def __init__(self, net: Network, height: int, width: int):
+        self.net = net
+        self.feature = net.decoder.start(height, width)
+        self.k = 0
+        self._prior = None  # (k, pre-activated feature, prior mean, prior scale)
+
+    def _params(self, k: int):
+        if k != self.k:
+            raise ValueError(f"layer {k + 1} requested, the decoder is at layer {self.k + 1}")
+        if self._prior is None:
+            self._prior = self.net.decoder.blocks[k].prior_params(self.feature)
+        return self._prior
+
+    def prior(self, k: int) -> list:
+        return [Gaussian(self._params(k)[2][0].numpy())]
+
+    def push(self, k: int, symbols: list[np.ndarray]) -> None:
+        h, mean, _ = self._params(k)
+        z = mean + torch.from_numpy(symbols[0]).float()[None]
+        self.feature = self.net.decoder.advance(k, h, z)
+        self.k, self._prior = k + 1, None
+
+    def image(self) -> torch.Tensor:
+        return ((self.net.decoder.complete(self.k, self.feature)[0] + 1) / 2).clamp(0, 1)
+
+
+class QResVAE(Model):
+    name = "qres-vae"
+    version = "1"
+    rates = ("low", "high")
+    default_rate = "high"
+    channels = 3
+    stride = 64
+    layer_names = tuple(f"z{i + 1}-1/{s}" for i, s in enumerate((64, 32, 32, 16, 16, 16, 8, 8, 8, 4, 4, 4)))
+    description = "QRes-VAE (Duan et al. 2023), 12 latent blocks, scaled down"
+
+    def __init__(self, rate: str | None = None):
+        super().__init__(rate)
+        path = WEIGHTS / f"{self.rate}.safetensors"
+        if not path.exists():
+            raise FileNotFoundError(f"{path} is missing: train it with python -m progcodec_plugins.qres_vae.train")
+        meta = json.loads(path.with_suffix(".json").read_text())
+        self.net = Network(Config(**{k: tuple(v) if isinstance(v, list) else v for k, v in meta["config"].items()}))
+        state = {k: v.float() for k, v in load_file(str(path)).items()}
+        missing, unexpected = self.net.load_state_dict(state, strict=False)
+        if missing or unexpected:
+            raise ValueError(f"{path} does not fit the architecture (missing {missing[:3]}, unexpected {unexpected[:3]})")
+        self.net.eval()
+        self.lmbda = meta["lmbda"]
+        self._digest = file_digest(path)
+
+    @property
+    def digest(self) -> str:
+        return self._digest
+
+    def analyze(self, x: torch.Tensor) -> Analysis:
+        feats = self.net.encoder(x * 2 - 1)
+        state = _Decoder(self.net, x.shape[-2], x.shape[-1])
+        symbols = []
+        for k, block in enumerate(self.net.decoder.blocks):
+            h, mean, _ = state._params(k)
+            mu = block.posterior(torch.cat([h, feats[self.net.block_stride[k]]], dim=1))
+            r = torch.round(mu - mean)[0].numpy().astype(np.int32)
+            symbols.append([r])
+            state.push(k, [r])
+        return Analysis(symbols=symbols)
+
+    def decoder(self, height: int, width: int, side: dict) -> LayerDecoder:
+        return _Decoder(self.net, height, width)

@@ -1,0 +1,104 @@
+"""Train a QRes-VAE rate point: ``python -m progcodec_plugins.qres_vae.train --rate low --lmbda 280``.
+
+Loss (paper Eq. 7): bits per pixel + lambda * MSE (images in [0, 1]). Adam with warm-up and
+cosine decay over a wall-clock budget (``--minutes``), gradient clipping, NaN batches skipped.
+Checkpoints (with optimizer state) go to runs/qres_vae_<rate>/ every few minutes, and a run
+resumes from there; ``--init`` starts from another rate point's checkpoint (fine-tuning).
+The result is exported to weights/<rate>.safetensors (float16) + <rate>.json.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import time
+from pathlib import Path
+
+import torch
+from safetensors.torch import save_file
+from tqdm import tqdm
+
+from .data import Crops
+from .model import Config, QResVAE, bits_per_pixel, psnr_of
+
+WEIGHTS = Path(__file__).with_name("weights")
+
+
+def export(model: QResVAE, rate: str, lmbda: float, steps: int, minutes: float) -> Path:
+    WEIGHTS.mkdir(exist_ok=True)
+    path = WEIGHTS / f"{rate}.safetensors"
+    save_file({k: v.detach().half().contiguous() for k, v in model.state_dict().items()}, str(path))
+    meta = {"rate": rate, "lmbda": lmbda, "steps": steps, "minutes": round(minutes, 1), "config": model.c.to_dict(),
+            "data": "data/train (scripts/fetch_data.py)", "loss": "bpp + lmbda * MSE[0,1]"}
+    path.with_suffix(".json").write_text(json.dumps(meta, indent=1))
+    return path
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--rate", required=True)
+    ap.add_argument("--lmbda", type=float, required=True)
+    ap.add_argument("--minutes", type=float, default=60)
+    ap.add_argument("--batch", type=int, default=8)
+    ap.add_argument("--crop", type=int, default=128)
+    ap.add_argument("--lr", type=float, default=3e-4)
+    ap.add_argument("--data", default="data/train")
+    ap.add_argument("--runs", default="runs")
+    ap.add_argument("--init", help="checkpoint to start from (e.g. another rate point's)")
+    ap.add_argument("--threads", type=int, default=1)
+    a = ap.parse_args()
+    torch.set_num_threads(a.threads)
+    torch.manual_seed(0)
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    run = Path(a.runs) / f"qres_vae_{a.rate}"
+    run.mkdir(parents=True, exist_ok=True)
+    ckpt = run / "ckpt.pt"
+    model = QResVAE(Config()).to(device)
+    opt = torch.optim.Adam(model.parameters(), lr=a.lr)
+    step, spent = 0, 0.0
+    if ckpt.exists():
+        state = torch.load(ckpt, map_location=device, weights_only=True)
+        model.load_state_dict(state["model"])
+        opt.load_state_dict(state["opt"])
+        step, spent = state["step"], state["spent"]
+    elif a.init:
+        model.load_state_dict(torch.load(a.init, map_location=device, weights_only=True)["model"])
+    data = Crops(a.data, a.crop, seed=step)
+    budget = a.minutes * 60
+    start, last_save = time.time() - spent, time.time()
+    bar = tqdm(desc=f"qres-vae {a.rate}", unit="step", initial=step)
+    ema = None
+    while time.time() - start < budget:
+        frac = (time.time() - start) / budget
+        lr = a.lr * min(1.0, (step + 1) / 200) * (0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * frac)))
+        for g in opt.param_groups:
+            g["lr"] = lr
+        x = data.batch(a.batch).to(device)
+        x_hat, bits = model(x)
+        mse = torch.mean((x_hat - x) ** 2)
+        bpp = bits_per_pixel(bits, x)
+        loss = bpp + a.lmbda * mse
+        if not torch.isfinite(loss):
+            opt.zero_grad(set_to_none=True)
+            continue
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 2.0)
+        opt.step()
+        step += 1
+        cur = (bpp.item(), psnr_of(mse.item()))
+        ema = cur if ema is None else tuple(0.98 * e + 0.02 * c for e, c in zip(ema, cur))
+        bar.update()
+        bar.set_postfix(bpp=f"{ema[0]:.3f}", psnr=f"{ema[1]:.2f}", lr=f"{lr:.1e}")
+        if time.time() - last_save > 300:
+            torch.save({"model": model.state_dict(), "opt": opt.state_dict(), "step": step,
+                        "spent": time.time() - start}, ckpt)
+            last_save = time.time()
+            print(f"step {step} bpp {ema[0]:.4f} psnr {ema[1]:.2f}", flush=True)
+    torch.save({"model": model.state_dict(), "opt": opt.state_dict(), "step": step, "spent": time.time() - start}, ckpt)
+    path = export(model.cpu(), a.rate, a.lmbda, step, (time.time() - start) / 60)
+    print(f"exported {path} after {step} steps", flush=True)
+
+
+if __name__ == "__main__":
+    main()
