@@ -6,6 +6,7 @@ tmp folder, and also to $PROGCODEC_SCREENSHOTS when set (to look at them).
 """
 import base64
 import fcntl
+import gc
 import io
 import json
 import os
@@ -26,6 +27,16 @@ from progcodec.server import running
 
 SIZE = (160, 120)
 THROTTLE = "32kbit"   # 4 kB/s: the ~5 kB stream takes over a second, its first layer ~0.15 s
+
+
+@pytest.fixture(autouse=True)
+def tk_garbage_collected_in_the_main_thread():
+    """Tk objects must be freed by the thread that made them: a garbage collection that runs
+    in a viewer's worker thread and frees an earlier test's window aborts the interpreter
+    (Tcl_AsyncDelete). Collect before and after each test, here, in the main thread."""
+    gc.collect()
+    yield
+    gc.collect()
 
 
 @pytest.fixture(scope="module", autouse=True)
