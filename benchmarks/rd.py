@@ -68,6 +68,10 @@ def mean_table(rows):
             for k, v in groups.items()}
 
 
+def fmt_bd(v):
+    return "n/a (curves do not overlap, or one point)" if math.isnan(v) else f"{v:+.1f}%"
+
+
 def fmt_ms(v):
     return "-" if math.isnan(v) else f"{v:.4f}"
 
@@ -92,11 +96,11 @@ def report(table, plugins, formats):
     for name in plugins:
         cls = registry.get_class(name)
         pts = [(table[(name, r, len(cls.layer_names))]["bpp"], table[(name, r, len(cls.layer_names))]["psnr"]) for r in cls.rates]
-        print(f"| {name} | {len(pts)} | {bd_rate(jpeg, pts):+.1f}% |")
+        print(f"| {name} | {len(pts)} | {fmt_bd(bd_rate(jpeg, pts))} |")
     for fmt in formats:
         if fmt != "jpeg":
             pts = [(table[(fmt, str(q), 0)]["bpp"], table[(fmt, str(q), 0)]["psnr"]) for q in QUALITIES[fmt]]
-            print(f"| {fmt} | {len(pts)} | {bd_rate(jpeg, pts):+.1f}% |")
+            print(f"| {fmt} | {len(pts)} | {fmt_bd(bd_rate(jpeg, pts))} |")
 
 
 def plot(table, plugins, formats, out: Path):
