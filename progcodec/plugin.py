@@ -13,6 +13,7 @@ from __future__ import annotations
 import hashlib
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 
 import numpy as np
@@ -56,6 +57,7 @@ class Model(ABC):
     stride: int = 1
     layer_names: tuple[str, ...] = ()
     description: str = ""
+    weights_path: Path | None = None  # set it and ``digest`` is derived from the file
 
     def __init__(self, rate: str | None = None):
         self.rate = rate or self.default_rate
@@ -68,10 +70,13 @@ class Model(ABC):
     def layers(self) -> int:
         return len(self.layer_names)
 
-    @property
+    @cached_property
     def digest(self) -> str:
-        """Identifies the weights (and anything else decoding depends on); stored in the header."""
-        return "none"
+        """Identifies the weights (and anything else decoding depends on); stored in the header.
+
+        Default: the short SHA-256 of ``weights_path``, computed once; ``none`` without weights.
+        """
+        return "none" if self.weights_path is None else file_digest(self.weights_path)
 
     @abstractmethod
     def analyze(self, x: torch.Tensor) -> Analysis:

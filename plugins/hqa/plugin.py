@@ -16,7 +16,7 @@ import torch
 from safetensors import safe_open
 
 from progcodec import errors
-from progcodec.plugin import Analysis, Categorical, LayerDecoder, Model, file_digest
+from progcodec.plugin import Analysis, Categorical, LayerDecoder, Model
 
 from .model import Hierarchy
 
@@ -94,11 +94,7 @@ class HQA(Model):
         self.net = load_hierarchy(self.weights_path, self.channels, len(self.layer_names))
         counts = self.net.marginals[-1].double().numpy()
         self.top_prior = counts / counts.sum()
-        self._digest = file_digest(self.weights_path)
 
-    @property
-    def digest(self) -> str:
-        return self._digest
 
     def analyze(self, x: torch.Tensor) -> Analysis:
         codes = self.net.code_map(x)

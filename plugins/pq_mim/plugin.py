@@ -16,7 +16,7 @@ from safetensors import safe_open
 from safetensors.torch import load_file
 
 from progcodec.errors import PluginLoadError
-from progcodec.plugin import Analysis, Categorical, LayerDecoder, Model, file_digest
+from progcodec.plugin import Analysis, Categorical, LayerDecoder, Model
 
 from .model import MIM, PQVAE, Config
 from .quincunx import stage_positions
@@ -117,11 +117,7 @@ class PQMIM(Model):
         if self.cfg.f != self.stride:
             raise PluginLoadError(f"{self.weights_path}: f = {self.cfg.f}, plugin stride {self.stride}")
         self.marginal = (marginal.double() / marginal.double().sum(-1, keepdim=True)).numpy()
-        self._digest = file_digest(self.weights_path)
 
-    @property
-    def digest(self) -> str:
-        return self._digest
 
     def analyze(self, x: torch.Tensor) -> Analysis:
         with torch.inference_mode():

@@ -15,7 +15,7 @@ import numpy as np
 import torch
 from safetensors.torch import load_file
 
-from progcodec.plugin import Analysis, Gaussian, LayerDecoder, Model, file_digest
+from progcodec.plugin import Analysis, Gaussian, LayerDecoder, Model
 
 from .model import Config, QResVAE as Network
 
@@ -72,11 +72,8 @@ class QResVAE(Model):
             raise ValueError(f"{path} does not fit the architecture (missing {missing[:3]}, unexpected {unexpected[:3]})")
         self.net.eval()
         self.lmbda = meta["lmbda"]
-        self._digest = file_digest(path)
+        self.weights_path = path
 
-    @property
-    def digest(self) -> str:
-        return self._digest
 
     def analyze(self, x: torch.Tensor) -> Analysis:
         feats = self.net.encoder(x * 2 - 1)

@@ -20,7 +20,7 @@ import torch
 from safetensors.torch import load_file
 
 from progcodec import errors
-from progcodec.plugin import Analysis, Categorical, LayerDecoder, Model, file_digest
+from progcodec.plugin import Analysis, Categorical, LayerDecoder, Model
 
 from .model import VQVAE2
 
@@ -109,9 +109,6 @@ class VQVAE(Model):
         self.net, self.weights_path = load_net(self.rate)
         self.prior64 = _Prior64(self.net)
 
-    @property
-    def digest(self) -> str:
-        return file_digest(self.weights_path)
 
     def analyze(self, x: torch.Tensor) -> Analysis:
         top, bot = self.net.encode(x)
