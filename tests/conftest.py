@@ -23,6 +23,17 @@ def smooth_image(w: int, h: int, seed: int = 0) -> Image.Image:
     return Image.fromarray(np.clip(img, 0, 255).astype(np.uint8), "RGB")
 
 
+@pytest.fixture(scope="module")
+def one_torch_thread():
+    """Decode with one intra-op thread: on a small, shared machine more threads only spin."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 @pytest.fixture(scope="session")
 def photo() -> Image.Image:
     return smooth_image(96, 64)

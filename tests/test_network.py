@@ -27,15 +27,7 @@ def same(a, b):
     return pixels(a).shape == pixels(b).shape and (pixels(a) == pixels(b)).all()
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_torch_thread():
-    """Decode with one intra-op thread: on a small, shared machine more threads only spin."""
-    import torch
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")
