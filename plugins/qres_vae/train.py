@@ -15,7 +15,7 @@ import time
 from pathlib import Path
 
 import torch
-from safetensors.torch import save_file
+from safetensors.torch import load_file, save_file
 from tqdm import tqdm
 
 from .data import Crops
@@ -46,6 +46,9 @@ def main():
     ap.add_argument("--runs", default="runs")
     ap.add_argument("--init", help="checkpoint to start from (e.g. another rate point's)")
     ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--quant", choices=("noise", "hard"), default="noise",
+                    help="noise: the paper's additive uniform noise; hard: residual rounding with a "
+                         "straight-through gradient (fine-tuning; see QResVAE.forward)")
     a = ap.parse_args()
     torch.set_num_threads(a.threads)
     torch.manual_seed(0)
@@ -61,6 +64,9 @@ def main():
         model.load_state_dict(state["model"])
         opt.load_state_dict(state["opt"])
         step, spent = state["step"], state["spent"]
+    elif a.init and a.init.endswith(".safetensors"):  # e.g. shipped weights: fine-tune them
+        state = {k: v.float() for k, v in load_file(a.init).items()}
+        model.load_state_dict(state)
     elif a.init:
         model.load_state_dict(torch.load(a.init, map_location=device, weights_only=True)["model"])
     data = Crops(a.data, a.crop, seed=step)
@@ -74,7 +80,7 @@ def main():
         for g in opt.param_groups:
             g["lr"] = lr
         x = data.batch(a.batch).to(device)
-        x_hat, bits = model(x)
+        x_hat, bits = model(x, quant=a.quant)
         mse = torch.mean((x_hat - x) ** 2)
         bpp = bits_per_pixel(bits, x)
         loss = bpp + a.lmbda * mse
