@@ -3,8 +3,9 @@
 Loss (paper Eq. 7): bits per pixel + lambda * MSE (images in [0, 1]). Adam with warm-up and
 cosine decay over a wall-clock budget (``--minutes``), gradient clipping, NaN batches skipped.
 Checkpoints (with optimizer state) go to runs/qres_vae_<rate>/ every few minutes, and a run
-resumes from there; ``--init`` starts from another rate point's checkpoint (fine-tuning).
-The result is exported to weights/<rate>.safetensors (float16) + <rate>.json.
+resumes from there; ``--init`` starts from another checkpoint or shipped weights (fine-tuning).
+The result is exported to weights/<rate>.safetensors (float16) + <rate>.json, whose
+``phases`` list every training phase the weights went through.
 """
 from __future__ import annotations
 
@@ -24,17 +25,18 @@ from .model import Config, QResVAE, bits_per_pixel, psnr_of
 WEIGHTS = Path(__file__).with_name("weights")
 
 
-def export(model: QResVAE, rate: str, lmbda: float, steps: int, minutes: float) -> Path:
-    WEIGHTS.mkdir(exist_ok=True)
-    path = WEIGHTS / f"{rate}.safetensors"
+def export(model: QResVAE, rate: str, lmbda: float, phases: list[dict], folder: Path = WEIGHTS) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / f"{rate}.safetensors"
     save_file({k: v.detach().half().contiguous() for k, v in model.state_dict().items()}, str(path))
-    meta = {"rate": rate, "lmbda": lmbda, "steps": steps, "minutes": round(minutes, 1), "config": model.c.to_dict(),
-            "data": "data/train (scripts/fetch_data.py)", "loss": "bpp + lmbda * MSE[0,1]"}
+    meta = {"rate": rate, "lmbda": lmbda, "steps": sum(p["steps"] for p in phases), "phases": phases,
+            "config": model.c.to_dict(), "data": "data/train (scripts/fetch_data.py)",
+            "loss": "bpp + lmbda * MSE[0,1]"}
     path.with_suffix(".json").write_text(json.dumps(meta, indent=1))
     return path
 
 
-def main():
+def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--rate", required=True)
     ap.add_argument("--lmbda", type=float, required=True)
@@ -44,12 +46,14 @@ def main():
     ap.add_argument("--lr", type=float, default=3e-4)
     ap.add_argument("--data", default="data/train")
     ap.add_argument("--runs", default="runs")
+    ap.add_argument("--weights", default=WEIGHTS, type=Path, help="export folder (default: the plugin's)")
     ap.add_argument("--init", help="checkpoint to start from (e.g. another rate point's)")
     ap.add_argument("--threads", type=int, default=1)
-    ap.add_argument("--quant", choices=("noise", "hard"), default="noise",
-                    help="noise: the paper's additive uniform noise; hard: residual rounding with a "
-                         "straight-through gradient (fine-tuning; see QResVAE.forward)")
-    a = ap.parse_args()
+    ap.add_argument("--quant", choices=("noise", "hard", "mixed"), default="noise",
+                    help="noise: the paper's additive uniform noise (from scratch); mixed: the coded "
+                         "rounding in the top-down path, noisy rate gradient (fine-tuning); hard: "
+                         "rounding with a straight-through rate; see QResVAE.forward")
+    a = ap.parse_args(argv)
     torch.set_num_threads(a.threads)
     torch.manual_seed(0)
     device = "cuda" if torch.cuda.is_available() else "cpu"
@@ -58,18 +62,31 @@ def main():
     ckpt = run / "ckpt.pt"
     model = QResVAE(Config()).to(device)
     opt = torch.optim.Adam(model.parameters(), lr=a.lr)
-    step, spent = 0, 0.0
+    step, spent, history = 0, 0.0, []  # history: the earlier phases this run builds on
     if ckpt.exists():
         state = torch.load(ckpt, map_location=device, weights_only=True)
         model.load_state_dict(state["model"])
         opt.load_state_dict(state["opt"])
-        step, spent = state["step"], state["spent"]
+        step, spent, history = state["step"], state["spent"], state.get("phases", [])[:-1]
     elif a.init and a.init.endswith(".safetensors"):  # e.g. shipped weights: fine-tune them
         state = {k: v.float() for k, v in load_file(a.init).items()}
         model.load_state_dict(state)
+        meta = Path(a.init).with_suffix(".json")
+        history = json.loads(meta.read_text()).get("phases", []) if meta.exists() else []
     elif a.init:
-        model.load_state_dict(torch.load(a.init, map_location=device, weights_only=True)["model"])
+        state = torch.load(a.init, map_location=device, weights_only=True)
+        model.load_state_dict(state["model"])
+        history = state.get("phases", [])
     data = Crops(a.data, a.crop, seed=step)
+
+    def phases():
+        return history + [{"lmbda": a.lmbda, "quant": a.quant, "crop": a.crop, "batch": a.batch, "lr": a.lr,
+                           "steps": step, "minutes": round((time.time() - start) / 60, 1)}]
+
+    def save():
+        torch.save({"model": model.state_dict(), "opt": opt.state_dict(), "step": step,
+                    "spent": time.time() - start, "phases": phases()}, ckpt)
+
     budget = a.minutes * 60
     start, last_save = time.time() - spent, time.time()
     bar = tqdm(desc=f"qres-vae {a.rate}", unit="step", initial=step)
@@ -97,12 +114,11 @@ def main():
         bar.update()
         bar.set_postfix(bpp=f"{ema[0]:.3f}", psnr=f"{ema[1]:.2f}", lr=f"{lr:.1e}")
         if time.time() - last_save > 300:
-            torch.save({"model": model.state_dict(), "opt": opt.state_dict(), "step": step,
-                        "spent": time.time() - start}, ckpt)
+            save()
             last_save = time.time()
             print(f"step {step} bpp {ema[0]:.4f} psnr {ema[1]:.2f}", flush=True)
-    torch.save({"model": model.state_dict(), "opt": opt.state_dict(), "step": step, "spent": time.time() - start}, ckpt)
-    path = export(model.cpu(), a.rate, a.lmbda, step, (time.time() - start) / 60)
+    save()
+    path = export(model.cpu(), a.rate, a.lmbda, phases(), a.weights)
     print(f"exported {path} after {step} steps", flush=True)
 
 
