@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
 import time
 from pathlib import Path
 
@@ -83,9 +84,11 @@ def main(argv=None):
         return history + [{"lmbda": a.lmbda, "quant": a.quant, "crop": a.crop, "batch": a.batch, "lr": a.lr,
                            "steps": step, "minutes": round((time.time() - start) / 60, 1)}]
 
-    def save():
+    def save():  # atomically: a run killed mid-save keeps its previous checkpoint
+        tmp = ckpt.with_suffix(".tmp")
         torch.save({"model": model.state_dict(), "opt": opt.state_dict(), "step": step,
-                    "spent": time.time() - start, "phases": phases()}, ckpt)
+                    "spent": time.time() - start, "phases": phases()}, tmp)
+        os.replace(tmp, ckpt)
 
     budget = a.minutes * 60
     start, last_save = time.time() - spent, time.time()
