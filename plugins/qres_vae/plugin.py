@@ -5,9 +5,15 @@ rounding, paper Eq. 8). A prefix of k layers is rendered by running the remainin
 with their prior means (temperature 0, paper Fig. 5); the decoder keeps the top-down
 feature between layers, so a full progressive decode costs one top-down pass plus one
 completion per rendered layer.
+
+The chain of latent blocks that yields the priors runs in float64: float32 convolutions sum
+in an order that depends on torch's thread count, and a scale that lands on the other side of
+a table boundary on the decoder is a prior mismatch (seen with 2 encoder / 1 decoder threads).
+Rendering a refinement (prior-mean completion, synthesis) touches no prior: it stays float32.
 """
 from __future__ import annotations
 
+import copy
 import json
 from pathlib import Path
 
@@ -23,9 +29,9 @@ WEIGHTS = Path(__file__).with_name("weights")
 
 
 class _Decoder(LayerDecoder):
-    def __init__(self, net: Network, height: int, width: int):
-        self.net = net
-        self.feature = net.decoder.start(height, width)
+    def __init__(self, top_down, render, height: int, width: int):
+        self.top_down, self.render = top_down, render  # float64 copy, float32 original
+        self.feature = top_down.start(height, width)
         self.k = 0
         self._prior = None  # (k, pre-activated feature, prior mean, prior scale)
 
@@ -33,7 +39,7 @@ class _Decoder(LayerDecoder):
         if k != self.k:
             raise ValueError(f"layer {k + 1} requested, the decoder is at layer {self.k + 1}")
         if self._prior is None:
-            self._prior = self.net.decoder.blocks[k].prior_params(self.feature)
+            self._prior = self.top_down.blocks[k].prior_params(self.feature)
         return self._prior
 
     def prior(self, k: int) -> list:
@@ -41,12 +47,12 @@ class _Decoder(LayerDecoder):
 
     def push(self, k: int, symbols: list[np.ndarray]) -> None:
         h, mean, _ = self._params(k)
-        z = mean + torch.from_numpy(symbols[0]).float()[None]
-        self.feature = self.net.decoder.advance(k, h, z)
+        z = mean + torch.from_numpy(symbols[0]).double()[None]
+        self.feature = self.top_down.advance(k, h, z)
         self.k, self._prior = k + 1, None
 
     def image(self) -> torch.Tensor:
-        return ((self.net.decoder.complete(self.k, self.feature)[0] + 1) / 2).clamp(0, 1)
+        return ((self.render.complete(self.k, self.feature.float())[0] + 1) / 2).clamp(0, 1)
 
 
 class QResVAE(Model):
@@ -71,21 +77,22 @@ class QResVAE(Model):
         if missing or unexpected:
             raise ValueError(f"{path} does not fit the architecture (missing {missing[:3]}, unexpected {unexpected[:3]})")
         self.net.eval()
+        self.top_down = copy.deepcopy(self.net.decoder).double()
         self.lmbda = meta["lmbda"]
         self.weights_path = path
 
 
     def analyze(self, x: torch.Tensor) -> Analysis:
         feats = self.net.encoder(x * 2 - 1)
-        state = _Decoder(self.net, x.shape[-2], x.shape[-1])
+        state = _Decoder(self.top_down, self.net.decoder, x.shape[-2], x.shape[-1])
         symbols = []
-        for k, block in enumerate(self.net.decoder.blocks):
+        for k, block in enumerate(self.top_down.blocks):
             h, mean, _ = state._params(k)
-            mu = block.posterior(torch.cat([h, feats[self.net.block_stride[k]]], dim=1))
+            mu = block.posterior(torch.cat([h, feats[self.net.block_stride[k]].double()], dim=1))
             r = torch.round(mu - mean)[0].numpy().astype(np.int32)
             symbols.append([r])
             state.push(k, [r])
         return Analysis(symbols=symbols)
 
     def decoder(self, height: int, width: int, side: dict) -> LayerDecoder:
-        return _Decoder(self.net, height, width)
+        return _Decoder(self.top_down, self.net.decoder, height, width)
