@@ -86,9 +86,10 @@ class QResVAE(Model):
         feats = self.net.encoder(x * 2 - 1)
         state = _Decoder(self.top_down, self.net.decoder, x.shape[-2], x.shape[-1])
         symbols = []
-        for k, block in enumerate(self.top_down.blocks):
+        for k, block in enumerate(self.net.decoder.blocks):
             h, mean, _ = state._params(k)
-            mu = block.posterior(torch.cat([h, feats[self.net.block_stride[k]].double()], dim=1))
+            # float32 is enough here: mu only picks the symbol; the decoder never recomputes it
+            mu = block.posterior(torch.cat([h.float(), feats[self.net.block_stride[k]]], dim=1)).double()
             r = torch.round(mu - mean)[0].numpy().astype(np.int32)
             symbols.append([r])
             state.push(k, [r])
