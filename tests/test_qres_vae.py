@@ -27,17 +27,17 @@ def photo():
 
 @pytest.mark.parametrize("quant", ["hard", "mixed"])
 def test_training_rate_is_the_coded_rate(model, photo, quant):
-    """quant='hard' (and 'mixed') bits per block are what each layer's payload costs: never less (the coder
-    is within 1% + a few bytes of ideal), and more only where a residual is so unlikely under
-    the prior that the coder escapes it for fewer bits than its clamped training cost."""
+    """quant='hard' (and 'mixed') bits per block are what each layer's payload costs: never
+    less (the coder is within 1% + a few bytes of ideal), and more only where a residual is so
+    unlikely under the prior that the coder escapes it for fewer bits than its clamped cost."""
     data = progcodec.encode(photo, model="qres-vae", rate="low")
     sizes = np.array(progcodec.info(data).layer_sizes) * 8
     with torch.no_grad():
-        _, hard = model.net(to_tensor(photo), quant=quant)
+        _, trained = model.net(to_tensor(photo), quant=quant)
         _, noisy = model.net(to_tensor(photo), quant="noise")
-    hard = np.array([b.item() for b in hard])
-    assert np.all(sizes <= 1.01 * hard + 48), (sizes, hard.round())
-    assert sizes.sum() >= 0.8 * hard.sum(), (sizes, hard.round())
+    trained = np.array([b.item() for b in trained])
+    assert np.all(sizes <= 1.01 * trained + 48), (sizes, trained.round())
+    assert sizes.sum() >= 0.8 * trained.sum(), (sizes, trained.round())
     assert sum(b.item() for b in noisy) > 1.2 * sizes.sum()
 
 

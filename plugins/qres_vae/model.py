@@ -152,7 +152,7 @@ class QResVAE(nn.Module):
         self.decoder = TopDown(self.c)
         self.block_stride = [s for s, n in zip(self.c.strides, self.c.latents) for _ in range(n)]
 
-    def forward(self, x: torch.Tensor, quant: str = "hard"):
+    def forward(self, x: torch.Tensor, quant: str = "noise"):
         """Training pass: (reconstruction, bits per block).
 
         ``noise`` is the paper's Eq. 7: z = mu + U(-1/2, 1/2) for the rate and the top-down path.
@@ -174,13 +174,14 @@ class QResVAE(nn.Module):
         for k, block in enumerate(self.decoder.blocks):
             h, mean, scale = block.prior_params(feature)
             mu = block.posterior(torch.cat([h, feats[self.block_stride[k]]], dim=1))
-            noisy = mu + torch.empty_like(mu).uniform_(-0.5, 0.5)
-            r = mu - mean
-            hard = mean + r + (torch.round(r) - r).detach()
-            z = noisy if quant == "noise" else hard
+            if quant == "noise":
+                z = mu + torch.empty_like(mu).uniform_(-0.5, 0.5)
+            else:
+                r = mu - mean
+                z = mean + r + (torch.round(r) - r).detach()
             cost = gaussian_bits(z, mean, scale)
             if quant == "mixed":  # value: coded bits; gradient: the noisy rate's
-                soft = gaussian_bits(noisy, mean, scale)
+                soft = gaussian_bits(mu + torch.empty_like(mu).uniform_(-0.5, 0.5), mean, scale)
                 cost = cost.detach() + soft - soft.detach()
             bits.append(cost)
             feature = self.decoder.advance(k, h, z)

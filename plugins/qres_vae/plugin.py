@@ -84,7 +84,7 @@ class QResVAE(Model):
 
     def analyze(self, x: torch.Tensor) -> Analysis:
         feats = self.net.encoder(x * 2 - 1)
-        state = _Decoder(self.top_down, self.net.decoder, x.shape[-2], x.shape[-1])
+        state = self.decoder(x.shape[-2], x.shape[-1], {})
         symbols = []
         for k, block in enumerate(self.net.decoder.blocks):
             h, mean, _ = state._params(k)

@@ -48,7 +48,7 @@ def main(argv=None):
     ap.add_argument("--data", default="data/train")
     ap.add_argument("--runs", default="runs")
     ap.add_argument("--weights", default=WEIGHTS, type=Path, help="export folder (default: the plugin's)")
-    ap.add_argument("--init", help="checkpoint to start from (e.g. another rate point's)")
+    ap.add_argument("--init", help="checkpoint (runs/.../ckpt.pt) or weights (.safetensors) to start from")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--quant", choices=("noise", "hard", "mixed"), default="noise",
                     help="noise: the paper's additive uniform noise (from scratch); mixed: the coded "
