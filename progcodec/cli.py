@@ -126,6 +126,12 @@ def cmd_view(a):
         raise OSError(f"cannot open a window: {exc}") from None
 
 
+def cmd_batch(a):
+    from . import batch
+
+    return batch.run_cli(a)
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="progcodec", description=__doc__)
     sub = p.add_subparsers(dest="cmd", required=True)
@@ -160,17 +166,20 @@ def build_parser() -> argparse.ArgumentParser:
     v.add_argument("--layers", type=int, help="stop after K layers")
     v.add_argument("--throttle", metavar="RATE", help="read no faster than this (demo a slow link), e.g. 64kbit")
     v.add_argument("--timeout", type=float, default=30.0, help="seconds without data before giving up")
+    from . import batch  # `progcodec batch` (issue 15): its options live in progcodec/batch.py
+
+    batch.add_arguments(sub.add_parser("batch", help="encode a folder of images on all cores or a Dask cluster"))
     return p
 
 
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        globals()[f"cmd_{args.cmd}"](args)
+        code = globals()[f"cmd_{args.cmd}"](args)  # None, or a status (batch: 1 when some images failed)
     except (errors.ProgcodecError, OSError, UnidentifiedImageError, ValueError) as exc:
         print(f"progcodec: error: {exc}", file=sys.stderr)
         return 2
-    return 0
+    return code or 0
 
 
 if __name__ == "__main__":
