@@ -22,7 +22,8 @@ from . import errors
 from .limits import LIMITS, Limits
 
 MAGIC = b"\x89PCS\r\n\x1a\n"
-VERSION = (1, 0)
+VERSION = (1, 1)  # what this reader understands; a stream is written 1.0 unless it uses a 1.1 field
+V1_1_KEYS = ("source_mode", "alpha")  # format 1.1 (docs/bitstream.md §2.1)
 _PRE = struct.Struct("<8sBBI")
 _FRAME = struct.Struct("<HII")
 _CRC = struct.Struct("<I")
@@ -114,7 +115,8 @@ def pack_header(h: Header) -> bytes:
         "encoded_layers": h.encoded_layers, "coder": h.coder, "side": h.side, **h.extra,
     }
     raw = msgpack.packb(body, use_bin_type=True)
-    pre = _PRE.pack(MAGIC, VERSION[0], VERSION[1], len(raw))
+    minor = 1 if any(k in h.extra for k in V1_1_KEYS) else 0  # plain streams stay 1.0, byte for byte
+    pre = _PRE.pack(MAGIC, VERSION[0], minor, len(raw))
     return pre + raw + _CRC.pack(zlib.crc32(pre[8:] + raw))
 
 

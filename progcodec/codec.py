@@ -4,15 +4,21 @@ from __future__ import annotations
 import torch
 from PIL import Image
 
-from . import bitstream, entropy, registry
+from . import bitstream, entropy, modes, registry
 from .image import pad, to_tensor
 from .stream import DecodeStep, decode_stream
 
 
-def encode(image: Image.Image, model: str = registry.DEFAULT_MODEL, rate: str | None = None) -> bytes:
-    """Encode a PIL image into a layered progcodec stream, coarsest layer first."""
+def encode(image, model: str = registry.DEFAULT_MODEL, rate: str | None = None) -> bytes:
+    """Encode an image into a layered progcodec stream, coarsest layer first.
+
+    ``image``: a path, a PIL image, a uint8 numpy array ``(H, W[, C])`` or a float torch tensor
+    ``(C, H, W)`` in [0, 1] (:mod:`progcodec.modes`). Its mode (RGB, L, RGBA, LA) comes back on
+    decode; alpha travels losslessly in an extra ``alpha`` layer after the first model layer.
+    """
     m = registry.load(model, rate)
-    x = to_tensor(image, m.channels)
+    prep = modes.prepare(image, m.channels, m.name)
+    x = to_tensor(prep.image, m.channels)
     height, width = x.shape[-2:]
     with torch.inference_mode():
         xp = pad(x, m.stride)
@@ -26,11 +32,17 @@ def encode(image: Image.Image, model: str = registry.DEFAULT_MODEL, rate: str | 
             frames.append(entropy.encode_layer(symbols, params))
             state.push(k, symbols)
     side, side_codec = bitstream.pack_side(analysis.side)
+    names, extra = list(m.layer_names), {"side_codec": side_codec, **modes.stream_extra(prep, m.channels)}
+    if prep.alpha is not None:  # format 1.1: the alpha plane as its own frame, after model layer 1
+        at = min(1, len(frames))
+        frames.insert(at, (modes.encode_alpha(prep.alpha), 0))
+        names.insert(at, modes.ALPHA_NAME)
+        extra["alpha"] = {"frame": at, "codec": modes.ALPHA_CODEC}
     header = bitstream.Header(
         model=m.name, rate=m.rate, model_version=m.version, weights=m.digest,
         width=int(width), height=int(height), mode="RGB" if m.channels == 3 else "L",
-        layer_sizes=(), layer_names=tuple(m.layer_names), encoded_layers=m.layers,
-        coder=entropy.CODER_ID, side=side, extra={"side_codec": side_codec},
+        layer_sizes=(), layer_names=tuple(names), encoded_layers=len(names),
+        coder=entropy.CODER_ID, side=side, extra=extra,
     )
     return bitstream.write(header, frames)
 

@@ -12,10 +12,12 @@ from . import errors
 from .limits import LIMITS
 
 
-def to_tensor(img: Image.Image, channels: int = 3) -> torch.Tensor:
-    """PIL image -> float ``(1, C, H, W)`` in [0, 1]; refuses absurd sizes before converting."""
-    if not isinstance(img, Image.Image):
-        raise TypeError(f"expected a PIL image, got {type(img).__name__}")
+def to_tensor(img, channels: int = 3) -> torch.Tensor:
+    """Any supported input (path, PIL image, uint8 array, float tensor; see :mod:`progcodec.modes`)
+    -> float ``(1, C, H, W)`` in [0, 1] with C = ``channels``; refuses absurd sizes before converting."""
+    from .modes import load_input
+
+    img = load_input(img)
     w, h = img.size
     if w < 1 or h < 1:
         raise ValueError(f"image of size {w}x{h} is empty")
@@ -28,13 +30,17 @@ def to_tensor(img: Image.Image, channels: int = 3) -> torch.Tensor:
     return torch.from_numpy(arr.copy()).permute(2, 0, 1).float().div_(255.0).unsqueeze(0)
 
 
+_PIL_MODES = {1: "L", 2: "LA", 3: "RGB", 4: "RGBA"}
+
+
 def to_pil(x: torch.Tensor) -> Image.Image:
-    """Float ``(C, H, W)`` or ``(1, C, H, W)`` in [0, 1] -> PIL image (RGB or L)."""
+    """Float ``(C, H, W)`` or ``(1, C, H, W)`` in [0, 1] -> PIL image (C = 1, 2, 3, 4: L, LA, RGB, RGBA)."""
     x = x.detach().float().cpu()
     if x.ndim == 4:
         x = x[0]
     arr = x.clamp(0, 1).mul(255).round().to(torch.uint8).permute(1, 2, 0).numpy()
-    return Image.fromarray(arr[:, :, 0] if arr.shape[2] == 1 else arr, "L" if arr.shape[2] == 1 else "RGB")
+    mode = _PIL_MODES[arr.shape[2]]
+    return Image.fromarray(arr[:, :, 0] if arr.shape[2] == 1 else arr, mode)
 
 
 def padded_size(height: int, width: int, stride: int) -> tuple[int, int]:

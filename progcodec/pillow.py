@@ -3,12 +3,16 @@
 ``im.set_layers(k)`` before ``load()`` decodes only the first k layers. Feeding through
 ``ImageFile.Parser`` works too; with ``ImageFile.LOAD_TRUNCATED_IMAGES = True`` a cut file
 loads its last complete refinement.
+
+Saving: ``im.save("x.pcs", model="pyramid", rate="medium")`` (or ``format="PCS"``) encodes
+with :func:`progcodec.encode`; both options are optional. The image keeps its mode (RGB, L,
+RGBA, LA: alpha is carried losslessly).
 """
 from __future__ import annotations
 
 from PIL import Image, ImageFile
 
-from . import bitstream, errors
+from . import bitstream, errors, modes
 from .stream import StreamDecoder
 
 
@@ -32,7 +36,7 @@ class PcsImageFile(ImageFile.ImageFile):
             raise SyntaxError(str(exc)) from None
         h = reader.header
         self._size = (h.width, h.height)
-        self._mode = h.mode
+        self._mode = modes.output_mode(h)  # the encoder input's mode (format 1.1), else the coded one
         self.info.update(model=h.model, rate=h.rate, layers=h.layers, layer_ends=h.layer_ends())
         self.tile = [ImageFile._Tile("pcs", (0, 0) + self.size, 0, (None,))]
 
@@ -62,3 +66,20 @@ Image.register_open(PcsImageFile.format, PcsImageFile, _accept)
 Image.register_extension(PcsImageFile.format, ".pcs")
 Image.register_mime(PcsImageFile.format, "image/x-progcodec")
 Image.register_decoder("pcs", _PcsDecoder)
+
+
+def _save(im, fp, filename):
+    """Pillow save handler: ``im.save(path_or_file, "PCS", model=..., rate=...)``."""
+    from . import codec, registry
+
+    opts = im.encoderinfo
+    unknown = sorted(set(opts) - {"model", "rate"})
+    if unknown:
+        raise ValueError(f"unknown option(s) for saving .pcs: {', '.join(unknown)} (options: model, rate)")
+    if im.mode not in modes.OUTPUT_MODES:
+        im = im.convert("RGBA" if "transparency" in im.info or im.mode in ("PA", "RGBa") else
+                        "L" if im.mode in ("1", "I", "I;16", "F") else "RGB")
+    fp.write(codec.encode(im, model=opts.get("model") or registry.DEFAULT_MODEL, rate=opts.get("rate")))
+
+
+Image.register_save(PcsImageFile.format, _save)

@@ -7,7 +7,7 @@ from typing import AsyncIterable, Iterable, Iterator
 
 import torch
 
-from . import bitstream, entropy, errors, registry
+from . import bitstream, entropy, errors, modes, registry
 from .image import padded_size, to_pil
 from .limits import Limits
 
@@ -16,7 +16,7 @@ from .limits import Limits
 class DecodeStep:
     """One refinement: the image after ``layer`` of ``layers_total`` layers."""
 
-    tensor: torch.Tensor          # float (C, H, W) in [0, 1], original size
+    tensor: torch.Tensor          # float (C, H, W) in [0, 1], original size; C fits the mode (L 1, LA 2, RGB 3, RGBA 4)
     layer: int                    # 1-based
     layers_total: int             # layers in the stream
     bytes_consumed: int           # stream bytes read up to the end of this layer
@@ -60,7 +60,8 @@ def open_model(header: bitstream.Header):
             f" (version {model.version})")
     if bitstream.MODES[header.mode] != model.channels:
         raise errors.HeaderError(f"mode {header.mode} does not fit model {model.name} ({model.channels} channels)")
-    if header.encoded_layers != model.layers or header.layer_names != tuple(model.layer_names[: header.layers]):
+    encoded, names = modes.model_layers(header)  # without a format-1.1 alpha frame
+    if encoded != model.layers or names != tuple(model.layer_names[: len(names)]):
         raise errors.HeaderError(f"layer table does not match model {model.name} ({model.layers} layers)")
     if header.coder != entropy.CODER_ID:
         raise errors.HeaderError(f"entropy coder {header.coder!r} is not supported (this build: {entropy.CODER_ID})")
@@ -85,6 +86,8 @@ class StreamDecoder:
         self.header: bitstream.Header | None = None
         self.symbols: list[list] = []
         self._model = self._state = None
+        self.frames_done = 0          # frames decoded: model layers plus a format-1.1 alpha frame
+        self._alpha_at = self._alpha = self._colour = None
         self._error: errors.ProgcodecError | None = None
 
     @property
@@ -96,7 +99,7 @@ class StreamDecoder:
 
     @property
     def finished(self) -> bool:
-        return self.target is not None and len(self.symbols) >= self.target
+        return self.target is not None and self.frames_done >= self.target
 
     def feed(self, data: bytes) -> list[DecodeStep]:
         """Steps completed by ``data``; an error after some steps is raised on the next call."""
@@ -111,7 +114,7 @@ class StreamDecoder:
                 frames = [e for e in events if isinstance(e, bitstream.Frame)]
                 if events and isinstance(events[0], bitstream.Header):
                     self._start(events[0])
-                frames = frames[: max(0, self.target - len(self.symbols))] if self.target is not None else []
+                frames = frames[: max(0, self.target - self.frames_done)] if self.target is not None else []
                 for i, frame in enumerate(frames):
                     stale = self.latest_only and i < len(frames) - 1  # a newer layer is already here
                     step = self._layer(frame, render=self.render and not stale)
@@ -138,12 +141,38 @@ class StreamDecoder:
     def _start(self, header: bitstream.Header) -> None:
         self.header = header
         self._model = open_model(header)
+        self._alpha_at = modes.alpha_frame(header)
         side = bitstream.unpack_side(header, self.reader.limits)
         ph, pw = padded_size(header.height, header.width, self._model.stride)
         self._state = _guard(f"{header.model}: reading side information", self._model.decoder, ph, pw, side)
 
     def _layer(self, frame: bitstream.Frame, render: bool) -> DecodeStep:
+        if self._alpha_at is not None and frame.index == self._alpha_at:
+            return self._alpha_layer(frame, render)
+        step = self._model_layer(frame, render)
+        self.frames_done += 1
+        self._colour = step.tensor  # None when not rendered: the alpha step then renders afresh
+        if step.tensor is not None:
+            step.tensor = modes.finish(step.tensor, modes.output_mode(self.header), self._alpha)
+        return step
+
+    def _alpha_layer(self, frame: bitstream.Frame, render: bool) -> DecodeStep:
+        """Format 1.1: the lossless alpha plane; the step shows the colour so far with it."""
+        self._alpha = modes.decode_alpha(frame.payload, self.header.width, self.header.height)
+        self.frames_done += 1
+        tensor = None
+        if render:
+            if self._colour is None:
+                colour = _guard(f"{self.header.model}: rendering", self._state.image)
+                self._colour = colour[..., : self.header.height, : self.header.width].clamp(0, 1)
+            tensor = modes.finish(self._colour, modes.output_mode(self.header), self._alpha)
+        return DecodeStep(tensor=tensor, layer=frame.index + 1, layers_total=self.header.layers,
+                          bytes_consumed=frame.end, header=self.header)
+
+    def _model_layer(self, frame: bitstream.Frame, render: bool) -> DecodeStep:
         k, name = frame.index, self.header.model
+        if self._alpha_at is not None and k > self._alpha_at:
+            k -= 1  # model layer index: the alpha frame sits between model layers
         params = _guard(f"{name}: prior of layer {k + 1}", self._state.prior, k)
         symbols = entropy.decode_layer(frame.payload, params, frame.prior_check)
         _guard(f"{name}: layer {k + 1}", self._state.push, k, symbols)
@@ -152,7 +181,7 @@ class StreamDecoder:
         if render:
             tensor = _guard(f"{name}: rendering layer {k + 1}", self._state.image)
             tensor = tensor[..., : self.header.height, : self.header.width].clamp(0, 1)
-        return DecodeStep(tensor=tensor, layer=k + 1, layers_total=self.header.layers,
+        return DecodeStep(tensor=tensor, layer=frame.index + 1, layers_total=self.header.layers,
                           bytes_consumed=frame.end, header=self.header)
 
 

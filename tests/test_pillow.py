@@ -47,3 +47,25 @@ def test_other_files_are_not_claimed():
     buf = io.BytesIO()
     Image.new("RGB", (4, 4)).save(buf, "PNG")
     assert Image.open(io.BytesIO(buf.getvalue())).format == "PNG"
+
+
+def test_save_handler(photo, tmp_path):
+    """Issue 16 item 7: Image.save("x.pcs") encodes (it was a raw KeyError: 'PCS')."""
+    path = tmp_path / "x.pcs"
+    photo.save(path, model="pyramid", rate="low")
+    data = path.read_bytes()
+    assert data == progcodec.encode(photo, model="pyramid", rate="low")
+    photo.save(tmp_path / "default.pcs")
+    assert progcodec.info((tmp_path / "default.pcs").read_bytes()).rate == "medium"
+    buf = io.BytesIO()
+    photo.convert("RGBA").save(buf, format="PCS")
+    with Image.open(io.BytesIO(buf.getvalue())) as im:
+        assert im.mode == "RGBA" and im.size == photo.size
+
+
+def test_save_refuses_unknown_options_and_models(photo, tmp_path):
+    with pytest.raises(ValueError, match="quality"):
+        photo.save(tmp_path / "a.pcs", quality=90)
+    with pytest.raises(progcodec.UnknownModelError):
+        photo.save(tmp_path / "b.pcs", model="nosuch")
+    assert not list(tmp_path.iterdir())  # Pillow removes what it started writing

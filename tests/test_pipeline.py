@@ -160,10 +160,11 @@ def test_absurd_input_image_is_refused(monkeypatch):
         progcodec.encode(smooth_image(40, 40))
 
 
-def test_grayscale_and_rgba_inputs_are_converted(photo):
-    for mode in ("L", "RGBA", "P"):
+def test_grayscale_and_rgba_inputs_keep_their_mode(photo):
+    """Issue 16: L stays L, RGBA stays RGBA (alpha losslessly), palette images come back RGB."""
+    for mode, back in (("L", "L"), ("RGBA", "RGBA"), ("P", "RGB"), ("LA", "LA")):
         out = progcodec.decode(progcodec.encode(photo.convert(mode)))
-        assert out.image.mode == "RGB" and out.image.size == photo.size
+        assert out.image.mode == back and out.image.size == photo.size
 
 
 def test_step_fields(stream):
