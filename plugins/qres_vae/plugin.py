@@ -77,19 +77,21 @@ class QResVAE(Model):
         if missing or unexpected:
             raise ValueError(f"{path} does not fit the architecture (missing {missing[:3]}, unexpected {unexpected[:3]})")
         self.net.eval()
-        self.top_down = copy.deepcopy(self.net.decoder).double()
+        self._setup_prior_chain()
         self.lmbda = meta["lmbda"]
         self.weights_path = path
 
+    def _setup_prior_chain(self):
+        self.top_down = copy.deepcopy(self.net.decoder).double()
 
     def analyze(self, x: torch.Tensor) -> Analysis:
-        feats = self.net.encoder(x * 2 - 1)
+        feats = self.net.features(x)
         state = self.decoder(x.shape[-2], x.shape[-1], {})
         symbols = []
-        for k, block in enumerate(self.net.decoder.blocks):
+        for k in range(len(self.net.decoder.blocks)):
             h, mean, _ = state._params(k)
             # float32 is enough here: mu only picks the symbol; the decoder never recomputes it
-            mu = block.posterior(torch.cat([h.float(), feats[self.net.block_stride[k]]], dim=1)).double()
+            mu = self.net.posterior(k, h.float(), feats).double()
             r = torch.round(mu - mean)[0].numpy().astype(np.int32)
             symbols.append([r])
             state.push(k, [r])
