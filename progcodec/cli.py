@@ -1,8 +1,15 @@
-"""``progcodec`` command line: encode, decode, info, truncate, plugins, demo, serve, view."""
+"""``progcodec`` command line: encode, decode, info, truncate, plugins, demo, serve, view.
+
+Exit status: 0 success; 2 error or bad usage (nothing written); 3 partial: ``decode`` wrote the
+last complete refinement of a cut or damaged stream (stderr says what was missing; ``--strict``
+makes that an error), or ``info`` found damaged or missing layers.
+"""
 from __future__ import annotations
 
 import argparse
+import os
 import sys
+import tempfile
 import time
 from importlib import resources
 from pathlib import Path
@@ -14,62 +21,154 @@ from .image import psnr, to_tensor
 from .stream import decode_stream
 
 
+EXIT_ERROR, EXIT_PARTIAL = 2, 3
+
+
+class UsageError(Exception):
+    """A bad command line found before any work: argparse-style message, exit 2."""
+
+
+def _check_input(path: str) -> None:
+    if path != "-" and not Path(path).is_file():
+        if Path(path).is_dir():
+            raise IsADirectoryError(f"{path} is a folder, not a file")
+        raise FileNotFoundError(f"No such file: {path}")
+
+
+def _check_output(path: str, image: bool) -> str | None:
+    """Refuse an output path before the work; for images return the Pillow format to save in."""
+    p = Path(path)
+    if p.is_dir():
+        raise UsageError(f"output {path} is a folder; give a file name"
+                         + (" such as out.png" if image else " such as out.pcs"))
+    if not p.parent.is_dir():
+        raise UsageError(f"output folder {p.parent} does not exist")
+    if not image:
+        return None
+    ext = p.suffix.lower()
+    Image.init()
+    fmt = Image.registered_extensions().get(ext)
+    if not ext or fmt is None or fmt not in Image.SAVE or fmt == "PCS":
+        what = f"extension {ext!r}" if ext else "no extension"
+        raise UsageError(f"output {path} has {what}; name an image file such as out.png, out.webp, out.tif")
+    return fmt
+
+
+def _atomic(path, write) -> None:
+    """``write(file)`` into a temporary file next to ``path``, then rename it over ``path``."""
+    p = Path(path)
+    fd, tmp = tempfile.mkstemp(dir=p.parent, prefix=f".{p.name}.", suffix=".part")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            write(f)
+        os.replace(tmp, p)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise
+
+
+def _save_image(img, path, fmt: str) -> None:
+    _atomic(path, lambda f: img.save(f, format=fmt))
+
+
 def _chunks(path: str, size: int = 1 << 16):
     with (sys.stdin.buffer if path == "-" else open(path, "rb")) as f:
         while chunk := f.read(size):
             yield chunk
 
 
+TABLE_HEAD = "layer  name                  bytes      bpp     PSNR"
+
+
 def _write_steps(steps, outdir: Path | None, stem: str, original=None):
-    rows = []
-    for step in steps:
+    """Save a PNG and print a table row per step (the table head before the first); yields them."""
+    for n, step in enumerate(steps):
         if outdir is not None:
             outdir.mkdir(parents=True, exist_ok=True)
-            step.image.save(outdir / f"{stem}-layer{step.layer:02d}.png")
-        quality = f"{psnr(step.tensor, original):7.2f}" if original is not None else "      -"
-        rows.append(step)
+            _save_image(step.image, outdir / f"{stem}-layer{step.layer:02d}.png", "PNG")
+        quality = f"{psnr(step.tensor[: original.shape[0]], original):7.2f}" if original is not None else "      -"
+        if n == 0:
+            print(TABLE_HEAD)
         print(f"{step.layer:>5}  {step.header.layer_names[step.layer - 1]:<16} {step.bytes_consumed:>10}"
               f"  {step.bpp:7.4f}  {quality}", flush=True)
-    return rows
+        yield step
 
 
 def cmd_encode(a):
-    img = Image.open(a.input)
-    data = codec.encode(img, model=a.model, rate=a.rate)
-    Path(a.output).write_bytes(data)
+    _check_output(a.output, image=False)
+    _check_input(a.input)
+    data = codec.encode(a.input, model=a.model, rate=a.rate)
+    _atomic(a.output, lambda f: f.write(data))
     h = codec.info(data)
     print(f"{a.output}: {len(data)} bytes, {8 * len(data) / (h.width * h.height):.4f} bpp, "
           f"{h.layers} layers ({h.model} {h.rate})")
 
 
 def cmd_decode(a):
+    fmt = _check_output(a.output, image=True)
+    if a.steps and Path(a.steps).exists() and not Path(a.steps).is_dir():
+        raise UsageError(f"--steps {a.steps} is a file, not a folder")
+    if a.layers is not None and a.layers < 1:
+        raise UsageError("--layers must be at least 1")
+    _check_input(a.input)
     steps_dir = Path(a.steps) if a.steps else None
-    stem = Path(a.output).stem
-    print("layer  name                  bytes      bpp     PSNR")
-    last = None
-    for last in _write_steps(decode_stream(_chunks(a.input), layers=a.layers), steps_dir, stem):
-        pass
-    last.image.save(a.output)
-    print(f"wrote {a.output} ({last.layer}/{last.layers_total} layers)")
+    last = failure = None
+    try:
+        for last in _write_steps(decode_stream(_chunks(a.input), layers=a.layers), steps_dir, Path(a.output).stem):
+            pass
+    except errors.ProgcodecError as exc:
+        if a.strict or last is None:
+            raise
+        failure = exc
+    _save_image(last.image, a.output, fmt)
+    if failure is None:
+        print(f"wrote {a.output} ({last.layer}/{last.layers_total} layers)")
+        return 0
+    want = last.layers_total if a.layers is None else min(a.layers, last.layers_total)
+    print(f"wrote {a.output} ({last.layer}/{last.layers_total} layers, partial)")
+    print(f"progcodec: warning: {failure}", file=sys.stderr)
+    lost = f"layer {want}" if want == last.layer + 1 else f"layers {last.layer + 1}-{want}"
+    print(f"progcodec: warning: wrote {a.output} from layers 1-{last.layer}; {lost} missing or damaged"
+          f" (exit status {EXIT_PARTIAL}; --strict makes this an error)", file=sys.stderr)
+    return EXIT_PARTIAL
 
 
 def cmd_info(a):
+    _check_input(a.input)
     data = b"".join(_chunks(a.input))
-    h = codec.info(data)
+    h, layers, trailing = codec.check(data)
     print(f"model     {h.model} (rate {h.rate}, version {h.model_version}, weights {h.weights})")
-    print(f"image     {h.width}x{h.height} {h.mode}")
+    mode = h.extra.get("source_mode")
+    print(f"image     {h.width}x{h.height} {mode or h.mode}" + (f" (coded as {h.mode})" if mode else ""))
     print(f"layers    {h.layers} of {h.encoded_layers} encoded; coder {h.coder}")
-    print(f"header    {h.header_bytes()} bytes; file {len(data)} bytes")
-    print("layer  name              bytes    cum.bytes      bpp  complete")
-    for k, (name, size, end) in enumerate(zip(h.layer_names, h.layer_sizes, h.layer_ends())):
-        print(f"{k + 1:>5}  {name:<16} {size:>6} {end:>12} {8 * end / (h.width * h.height):8.4f}  "
-              f"{'yes' if end <= len(data) else 'no'}")
+    print(f"header    {h.header_bytes()} bytes, checksum ok; file {len(data)} bytes")
+    print("layer  name              bytes    cum.bytes      bpp  CRC-checked")
+    for c in layers:
+        print(f"{c.layer:>5}  {c.name:<16} {c.size:>6} {c.end:>12} {8 * c.end / (h.width * h.height):8.4f}  "
+              f"{c.status}" + (f" ({c.detail})" if c.detail else ""))
+    bad = [c for c in layers if c.status != "intact"]
+    if trailing:
+        print(f"damaged   {trailing} unexpected bytes after the last layer")
+    if bad or trailing:
+        intact = next((c.layer - 1 for c in layers if c.status != "intact"), len(layers))
+        summary = ", ".join(f"layer {c.layer} {c.status}" for c in bad) or "trailing bytes"
+        print(f"result    {f'layers 1-{intact} decode' if intact else 'no layer decodes'}; {summary}")
+        print(f"progcodec: warning: {a.input} is damaged or cut: {summary}", file=sys.stderr)
+        return EXIT_PARTIAL
+    print("result    every layer intact (frame CRCs checked; not decoded, so a prior mismatch would"
+          " only show on decode)")
+    return 0
 
 
 def cmd_truncate(a):
+    _check_output(a.output, image=False)
+    _check_input(a.input)
     data = Path(a.input).read_bytes()
     out = bitstream.truncate(data, layers=a.layers, max_bytes=a.bytes)
-    Path(a.output).write_bytes(out)
+    _atomic(a.output, lambda f: f.write(out))
     print(f"{a.output}: {codec.info(out).layers} layers, {len(out)} bytes")
 
 
@@ -89,8 +188,13 @@ def cmd_plugins(a):
 
 
 def cmd_demo(a):
+    if Path(a.out).exists() and not Path(a.out).is_dir():
+        raise UsageError(f"--out {a.out} is a file, not a folder")
+    if a.image:
+        _check_input(a.image)
     src = a.image or resources.files("progcodec") / "data" / "default.png"
-    img = Image.open(src).convert("RGB")
+    gray = registry.get_class(a.model).channels == 1  # a grayscale-only model: show it gray, knowingly
+    img = Image.open(src).convert("L" if gray else "RGB")
     t0 = time.perf_counter()
     data = codec.encode(img, model=a.model, rate=a.rate)
     t1 = time.perf_counter()
@@ -99,9 +203,9 @@ def cmd_demo(a):
     print(f"encoded {img.width}x{img.height} with {h.model} ({h.rate}): {len(data)} bytes, "
           f"{h.layers} layers, {1000 * (t1 - t0):.0f} ms")
     print(f"decoding progressively from {a.chunk}-byte chunks, refinements -> {out}/")
-    print("layer  name                  bytes      bpp     PSNR")
     chunks = (data[i : i + a.chunk] for i in range(0, len(data), a.chunk))
-    _write_steps(decode_stream(chunks), out, "demo", to_tensor(img)[0])
+    for _ in _write_steps(decode_stream(chunks), out, "demo", to_tensor(img, 1 if gray else 3)[0]):
+        pass
     print(f"decoded in {1000 * (time.perf_counter() - t1):.0f} ms")
 
 
@@ -116,6 +220,8 @@ def cmd_view(a):
     from .net import parse_rate
 
     parse_rate(a.throttle)  # a bad value is a usage error before any window opens
+    if "://" not in a.source and a.source != "-" and not Path(a.source).is_file():
+        raise UsageError(f"{a.source}: no such file (give a .pcs file, an http(s) URL, or -)")
     try:
         from . import viewer
     except ImportError as exc:  # tkinter missing (e.g. Debian without python3-tk)
@@ -142,6 +248,9 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("input", help="stream file, or - for stdin"), d.add_argument("output")
     d.add_argument("--layers", type=int, help="decode only the first K layers")
     d.add_argument("--steps", metavar="DIR", help="write every refinement as a PNG into DIR")
+    d.add_argument("--strict", action="store_true",
+                   help="a cut or damaged stream is an error (exit 2, nothing written) instead of"
+                        " writing its last complete refinement (exit 3)")
     i = sub.add_parser("info", help="show the header and layer table")
     i.add_argument("input")
     t = sub.add_parser("truncate", help="cut a stream after K layers (or a byte budget), still valid")
@@ -173,12 +282,17 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv=None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
     try:
         code = globals()[f"cmd_{args.cmd}"](args)  # None, or a status (batch: 1 when some images failed)
+    except UsageError as exc:
+        sub = next((act.choices[args.cmd] for act in parser._actions  # the subcommand's usage line
+                    if isinstance(act, argparse._SubParsersAction) and args.cmd in act.choices), parser)
+        sub.error(str(exc))  # argparse style: usage, "progcodec CMD: error: ...", exit 2
     except (errors.ProgcodecError, OSError, UnidentifiedImageError, ValueError) as exc:
         print(f"progcodec: error: {exc}", file=sys.stderr)
-        return 2
+        return EXIT_ERROR
     return code or 0
 
 

@@ -1,6 +1,9 @@
 """One-shot encode and decode."""
 from __future__ import annotations
 
+import zlib
+from dataclasses import dataclass
+
 import torch
 from PIL import Image
 
@@ -62,3 +65,44 @@ def info(data: bytes) -> bitstream.Header:
     if not events:
         reader.close()
     return events[0]
+
+
+@dataclass(frozen=True)
+class LayerCheck:
+    """One entry of :func:`check`: ``status`` is ``intact``, ``damaged`` or ``missing``."""
+
+    layer: int        # 1-based frame position
+    name: str
+    size: int         # payload bytes the header announces
+    end: int          # stream offset just past the frame
+    status: str
+    detail: str = ""  # why damaged / how much of a cut frame is there
+
+
+def check(data: bytes) -> tuple[bitstream.Header, list[LayerCheck], int]:
+    """Verify every frame's index, length and CRC-32 without decoding (``progcodec info``).
+
+    Returns the header, one :class:`LayerCheck` per entry of its layer table, and the number
+    of bytes after the last frame. A damaged header raises its ``BitstreamError``. CRCs catch
+    damaged bytes; a stream whose decoder computes another prior is only found by decoding.
+    """
+    header = info(data)
+    pos, out = header.header_bytes(), []
+    for k, (name, size) in enumerate(zip(header.layer_names, header.layer_sizes)):
+        end = pos + bitstream.FRAME_OVERHEAD + size
+        if end > len(data):
+            have = max(0, len(data) - pos)
+            out.append(LayerCheck(k + 1, name, size, end, "missing",
+                                  f"file ends {have} of {end - pos} bytes into it" if have else "not in the file"))
+        else:
+            index, length, _ = bitstream._FRAME.unpack_from(data, pos)
+            (crc,) = bitstream._CRC.unpack_from(data, end - 4)
+            if index != k or length != size:
+                out.append(LayerCheck(k + 1, name, size, end, "damaged",
+                                      f"frame header says layer {index + 1}, {length} bytes"))
+            elif zlib.crc32(memoryview(data)[pos : end - 4]) != crc:
+                out.append(LayerCheck(k + 1, name, size, end, "damaged", "checksum mismatch"))
+            else:
+                out.append(LayerCheck(k + 1, name, size, end, "intact"))
+        pos = end
+    return header, out, max(0, len(data) - pos)
