@@ -6,7 +6,7 @@
 """
 from .bitstream import Header, truncate
 from .codec import decode, encode, info
-from .errors import (BitstreamError, ChecksumError, FormatError, HeaderError, LimitError, ModelError,
+from .errors import (BitstreamError, ChecksumError, ConcurrentUseError, DecodeOSError, FormatError, HeaderError, LimitError, ModelError,
                      PluginLoadError, PriorMismatchError, ProgcodecError, TrailingDataError, TruncatedError,
                      UnknownModelError, UnsupportedVersionError, WeightsMismatchError)
 from .limits import LIMITS, Limits
@@ -21,5 +21,5 @@ __all__ = [
     "Header", "Model", "LayerDecoder", "Analysis", "LIMITS", "Limits", "ProgcodecError", "BitstreamError",
     "FormatError", "UnsupportedVersionError", "HeaderError", "ChecksumError", "TruncatedError",
     "TrailingDataError", "LimitError", "PriorMismatchError", "ModelError", "UnknownModelError",
-    "PluginLoadError", "WeightsMismatchError",
+    "PluginLoadError", "WeightsMismatchError", "ConcurrentUseError", "DecodeOSError",
 ]

@@ -49,6 +49,9 @@ class Header:
     coder: str
     side: bytes = b""
     extra: dict = field(default_factory=dict)
+    # preamble + header + CRC as read from a stream (None: not read, computed by re-packing);
+    # another writer's msgpack may use wider encodings than ours, so offsets come from this
+    stored_size: int | None = field(default=None, compare=False, repr=False)
 
     @property
     def layers(self) -> int:
@@ -56,7 +59,7 @@ class Header:
 
     def header_bytes(self) -> int:
         """Size of preamble + header + its CRC, i.e. the offset of the first frame."""
-        return len(pack_header(self))
+        return self.stored_size if self.stored_size is not None else len(pack_header(self))
 
     def layer_ends(self) -> list[int]:
         """Byte offset just past each layer's frame: cut the file there to keep k layers."""
@@ -84,19 +87,67 @@ def pack_side(side: dict) -> tuple[bytes, str]:
     return (packed, "zstd") if len(packed) < len(raw) else (raw, "raw")
 
 
+def _unzstd(data: bytes, cap: int) -> bytes:
+    """zstd-decompress at most ``cap`` bytes: the declared content size is checked first (the
+    one-shot API ignores ``max_output_size`` when a frame declares it), then a streaming read
+    with a hard cap, so a bomb never allocates more than ``cap + 1`` bytes."""
+    declared = zstandard.get_frame_parameters(data).content_size
+    if declared != zstandard.CONTENTSIZE_UNKNOWN and declared > cap:
+        raise errors.LimitError(f"side information declares {declared} bytes, over the {cap}-byte limit")
+    window = 1 << max(20, (max(cap, 1) - 1).bit_length())
+    dctx = zstandard.ZstdDecompressor(max_window_size=window)
+    with dctx.stream_reader(data, read_across_frames=True, read_size=65536) as reader:
+        out = reader.read(cap + 1)
+        while len(out) <= cap:  # read() may stop at a frame boundary
+            more = reader.read(cap + 1 - len(out))
+            if not more:
+                break
+            out += more
+    if len(out) > cap:
+        raise errors.LimitError(f"side information exceeds the {cap}-byte limit")
+    return out
+
+
+def unpack_bounded(data: bytes, limits: Limits, what: str, strict_map_key: bool = True):
+    """msgpack with bounded total size, element counts and nesting depth (``LimitError``)."""
+    items = [0]
+    cap = limits.max_side_info_items
+
+    def count(obj):
+        items[0] += len(obj) + 1
+        if items[0] > cap:
+            raise errors.LimitError(f"{what} holds more than {cap} msgpack elements")
+        return obj
+
+    n = min(len(data), cap)
+    obj = msgpack.unpackb(data, raw=False, strict_map_key=strict_map_key,
+                          max_str_len=len(data), max_bin_len=len(data), max_ext_len=len(data),
+                          max_array_len=n, max_map_len=n, object_hook=count, list_hook=count)
+    stack = [(obj, 1)]
+    while stack:  # iterative: a deep nesting must not recurse here
+        node, depth = stack.pop()
+        if depth > limits.max_side_info_depth:
+            raise errors.LimitError(f"{what} nests deeper than {limits.max_side_info_depth} levels")
+        if isinstance(node, dict):
+            stack.extend((v, depth + 1) for v in node.values())
+        elif isinstance(node, list):
+            stack.extend((v, depth + 1) for v in node)
+    return obj
+
+
 def unpack_side(header: Header, limits: Limits | None = None) -> dict:
-    """Inverse of :func:`pack_side`; damage raises :class:`HeaderError`."""
+    """Inverse of :func:`pack_side`; damage raises :class:`HeaderError`, bombs :class:`LimitError`."""
     limits = limits or LIMITS
     codec = header.extra.get("side_codec", "raw")
     data = header.side
     try:
         if codec == "zstd":
-            data = zstandard.ZstdDecompressor().decompress(data, max_output_size=limits.max_side_info_bytes)
+            data = _unzstd(data, limits.max_side_info_bytes)
         elif codec != "raw":
             raise errors.HeaderError(f"unknown side-information codec {codec!r}")
         if len(data) > limits.max_side_info_bytes:
             raise errors.LimitError("side information exceeds the limit")
-        side = msgpack.unpackb(data, raw=False, strict_map_key=False)
+        side = unpack_bounded(data, limits, "side information", strict_map_key=False)
     except errors.BitstreamError:
         raise
     except Exception as exc:
@@ -127,7 +178,7 @@ def pack_frame(index: int, payload: bytes, prior_check: int) -> bytes:
 
 def write(header: Header, frames: list[tuple[bytes, int]]) -> bytes:
     """Serialize a header and ``(payload, prior_check)`` per layer; the layer table is filled in."""
-    header = replace(header, layer_sizes=tuple(len(p) for p, _ in frames))
+    header = replace(header, layer_sizes=tuple(len(p) for p, _ in frames), stored_size=None)
     parts = [pack_header(header)]
     parts += [pack_frame(i, p, c) for i, (p, c) in enumerate(frames)]
     return b"".join(parts)
@@ -139,7 +190,9 @@ _INT_KEYS = ("width", "height", "encoded_layers")
 
 def _parse_header(raw: bytes, limits: Limits) -> Header:
     try:
-        body = msgpack.unpackb(raw, raw=False, strict_map_key=True)
+        body = unpack_bounded(raw, limits, "the header")
+    except errors.LimitError:
+        raise
     except Exception as exc:
         raise errors.HeaderError(f"header is not valid msgpack: {exc}") from None
     if not isinstance(body, dict):
@@ -285,7 +338,7 @@ class Reader:
         (crc,) = _CRC.unpack_from(buf, end - 4)
         if zlib.crc32(bytes(buf[8 : end - 4])) != crc:
             raise errors.ChecksumError("header checksum mismatch (corrupted header)")
-        self.header = _parse_header(bytes(buf[PREAMBLE_SIZE : end - 4]), limits)
+        self.header = replace(_parse_header(bytes(buf[PREAMBLE_SIZE : end - 4]), limits), stored_size=end)
         self._pos = end
         return self.header
 
@@ -337,7 +390,8 @@ def truncate(data: bytes, layers: int | None = None, max_bytes: int | None = Non
     keep = len(frames) if layers is None else min(layers, len(frames))
     if layers is not None and layers > len(frames):
         raise errors.TruncatedError(f"asked for {layers} layers, the stream holds {len(frames)} complete ones")
-    new = replace(header, layer_sizes=header.layer_sizes[:keep], layer_names=header.layer_names[:keep])
+    new = replace(header, layer_sizes=header.layer_sizes[:keep], layer_names=header.layer_names[:keep],
+                  stored_size=None)
     if max_bytes is not None:
         while keep > 0 and len(pack_header(new)) + sum(header.layer_sizes[:keep]) + keep * FRAME_OVERHEAD > max_bytes:
             keep -= 1

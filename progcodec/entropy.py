@@ -135,12 +135,66 @@ def quantize(params, shape=None) -> tuple[np.ndarray, bytes]:
     raise TypeError(f"unknown entropy parameters {type(params).__name__}")
 
 
+def shape_bytes(shape) -> bytes:
+    """What the prior check adds after each part's parameter bytes: ``b"S"`` + the shape (u32 each)."""
+    return b"S" + np.asarray(tuple(shape), dtype="<u4").tobytes()
+
+
 def prior_check(layer_params) -> int:
-    """CRC-32 of a layer's quantized parameters: equal on both sides or the stream is refused."""
+    """CRC-32 of a layer's quantized parameters and symbol shapes: equal on both sides or refused."""
+    crc = 0
+    for params in layer_params:
+        crc = zlib.crc32(quantize(params)[1] + shape_bytes(symbol_shape(params)), crc)
+    return crc
+
+
+def legacy_prior_check(layer_params) -> int:
+    """The prior check without shapes, as streams written before shapes were covered hold it."""
     crc = 0
     for params in layer_params:
         crc = zlib.crc32(quantize(params)[1], crc)
     return crc
+
+
+class _Budget:
+    """Refuses a layer whose decoded symbols need more bits than its payload holds.
+
+    Each decoded symbol narrows the range coder's 64-bit range by at least its probability,
+    and the decoder reads a 32-bit word each time the range drops below 2**32, so symbols
+    carrying ``I`` bits need at least ``(I - 32) / 32`` words after the first two; the encoder
+    writes all but at most one of the words its decoder reads. constriction pads an exhausted
+    buffer with zeros instead of failing: this turns reading past the payload into an error.
+    """
+
+    def __init__(self, words: int):
+        self.limit = 32.0 * words + 64.0
+        self.bits = 0.0
+
+    def add(self, bits: float) -> None:
+        self.bits += float(bits)
+        if self.bits > self.limit:
+            raise errors.FormatError(
+                f"entropy-coded payload ends before its symbols (they need over {self.bits:.0f} bits,"
+                f" the payload holds {self.limit - 64:.0f}): truncated, corrupted or hostile layer")
+
+
+def _bits(freqs: np.ndarray, totals) -> np.ndarray:
+    """A lower bound on the information (bits) of symbols with these frequencies.
+
+    The coder re-quantizes frequencies to 24 bits (every symbol keeps at least one unit), so its
+    probability is bounded above by ``f / total`` plus two units, with a little slack.
+    """
+    p = np.minimum(1.0, freqs / np.asarray(totals, dtype=np.float64) * (1 + 1e-6) + 2.0**-22)
+    return -np.log2(p)
+
+
+@lru_cache(maxsize=None)
+def _gaussian_bits(index: int) -> np.ndarray:
+    _, freqs = gaussian_table(index)
+    return _bits(freqs.astype(np.float64), freqs.sum())
+
+
+_CHUNK = 1 << 16  # symbols decoded between two budget checks
 
 
 def _c(a: np.ndarray, dtype) -> np.ndarray:
@@ -180,7 +234,7 @@ def _encode_gaussian(enc, symbols: np.ndarray, idx: np.ndarray) -> None:
         enc.encode(np.array(chunks, dtype=np.int32), _UNIFORM_CHUNK)
 
 
-def _decode_gaussian(dec, idx: np.ndarray) -> np.ndarray:
+def _decode_gaussian(dec, idx: np.ndarray, budget: _Budget) -> np.ndarray:
     fidx = idx.reshape(-1)
     order = np.argsort(fidx, kind="stable")
     sidx = fidx[order]
@@ -190,7 +244,12 @@ def _decode_gaussian(dec, idx: np.ndarray) -> np.ndarray:
     for i in np.unique(sidx):
         half, model = _gaussian_model(int(i))
         a, b = bounds[i], bounds[i + 1]
-        v = dec.decode(model, int(b - a)).astype(np.int64)
+        bits = _gaussian_bits(int(i))
+        v = np.empty(int(b - a), dtype=np.int64)
+        for c in range(0, int(b - a), _CHUNK):
+            part = dec.decode(model, min(_CHUNK, int(b - a) - c)).astype(np.int64)
+            budget.add(bits[part].sum())
+            v[c : c + part.size] = part
         svals[a:b] = v - half
         hits = np.nonzero(v == 2 * half + 1)[0]
         if hits.size:
@@ -198,10 +257,12 @@ def _decode_gaussian(dec, idx: np.ndarray) -> np.ndarray:
             esc_half.append(np.full(hits.size, half))
     if esc_pos:
         pos, halves = np.concatenate(esc_pos), np.concatenate(esc_half)
+        budget.add(6 * pos.size)
         nbits = dec.decode(_UNIFORM_NBITS, int(pos.size)).astype(np.int64)
         if (nbits < 1).any() or (nbits > 33).any():
             raise errors.FormatError("escape code out of range (corrupted or hostile payload)")
         nchunks = (nbits + 15) // 16
+        budget.add(16 * int(nchunks.sum()))
         chunks = dec.decode(_UNIFORM_CHUNK, int(nchunks.sum())).astype(np.uint64)
         starts = np.concatenate([[0], np.cumsum(nchunks)[:-1]])
         u = np.zeros(pos.size, dtype=np.uint64)
@@ -229,13 +290,25 @@ def _encode_categorical(enc, symbols: np.ndarray, freqs: np.ndarray) -> None:
         enc.encode(_c(flat, np.int32), _CATEGORICAL, _c(freqs.reshape(-1, k), np.float64))
 
 
-def _decode_categorical(dec, shape, freqs: np.ndarray) -> np.ndarray:
+def _decode_categorical(dec, shape, freqs: np.ndarray, budget: _Budget) -> np.ndarray:
     k, n = freqs.shape[-1], int(np.prod(shape, dtype=np.int64))
+    out = np.empty(n, dtype=np.int32)
     if freqs.ndim == 1:
-        out = dec.decode(_model.Categorical(_c(freqs, np.float64), perfect=False), n)
+        model = _model.Categorical(_c(freqs, np.float64), perfect=False)
+        bits = _bits(freqs.astype(np.float64), freqs.sum())
+        for c in range(0, n, _CHUNK):
+            part = np.asarray(dec.decode(model, min(_CHUNK, n - c)), dtype=np.int64)
+            budget.add(bits[part].sum())
+            out[c : c + part.size] = part
     else:
-        out = dec.decode(_CATEGORICAL, _c(freqs.reshape(-1, k), np.float64))
-    return np.asarray(out, dtype=np.int32).reshape(shape)
+        rows = freqs.reshape(-1, k)
+        for c in range(0, n, _CHUNK):
+            block = rows[c : c + _CHUNK]
+            part = np.asarray(dec.decode(_CATEGORICAL, _c(block, np.float64)), dtype=np.int64)
+            f = block[np.arange(part.size), part].astype(np.float64)
+            budget.add(_bits(f, block.sum(axis=-1)).sum())
+            out[c : c + part.size] = part
+    return out.reshape(shape)
 
 
 def encode_layer(symbols: list[np.ndarray], params: list) -> tuple[bytes, int]:
@@ -253,7 +326,7 @@ def encode_layer(symbols: list[np.ndarray], params: list) -> tuple[bytes, int]:
         if tuple(sym.shape) != symbol_shape(par):
             raise ValueError(f"symbols of shape {sym.shape} but parameters for {symbol_shape(par)}")
         table, check = quantize(par)
-        crc = zlib.crc32(check, crc)
+        crc = zlib.crc32(check + shape_bytes(sym.shape), crc)
         if isinstance(par, Gaussian):
             _encode_gaussian(enc, sym, table)
         else:
@@ -265,25 +338,29 @@ def decode_layer(payload: bytes, params: list, check: int | None = None) -> list
     """Inverse of :func:`encode_layer` given the same parameters."""
     if len(payload) % 4:
         raise errors.FormatError("entropy-coded payload is not a whole number of 32-bit words")
-    tables, crc = [], 0
+    tables, crc, legacy = [], 0, 0
     shapes = [symbol_shape(par) for par in params]
-    for par in params:
+    for par, shape in zip(params, shapes):
         table, chk = quantize(par)
         tables.append(table)
-        crc = zlib.crc32(chk, crc)
-    if check is not None and crc != check:
+        crc = zlib.crc32(chk + shape_bytes(shape), crc)
+        legacy = zlib.crc32(chk, legacy)  # streams written before the check covered shapes
+    if check is not None and check not in (crc, legacy):
         raise errors.PriorMismatchError(
             "the decoder's prior differs from the encoder's (different weights, software or numerics);"
             " refusing to decode garbage")
     words = _c(np.frombuffer(payload, dtype="<u4"), np.uint32)
+    budget = _Budget(words.size)
     try:
         dec = _queue.RangeDecoder(words)
         out = []
         for par, shape, table in zip(params, shapes, tables):
             if isinstance(par, Gaussian):
-                out.append(_decode_gaussian(dec, np.asarray(table)))
+                out.append(_decode_gaussian(dec, np.asarray(table), budget))
             else:
-                out.append(_decode_categorical(dec, tuple(shape), table))
+                out.append(_decode_categorical(dec, tuple(shape), table, budget))
+        if not dec.maybe_exhausted():
+            raise errors.FormatError("entropy-coded payload does not end with its symbols (corrupted or hostile layer)")
     except errors.BitstreamError:
         raise
     except Exception as exc:  # the coder library refuses malformed data

@@ -55,3 +55,16 @@ class PluginLoadError(ModelError):
 
 class WeightsMismatchError(ModelError):
     """The installed weights differ from those the stream was encoded with."""
+
+
+class ConcurrentUseError(ProgcodecError, RuntimeError):
+    """A ``StreamDecoder`` was called from a second thread while another call was running."""
+
+
+class DecodeOSError(ProgcodecError, OSError):
+    """What Pillow's ``load()`` raises for a damaged stream: an ``OSError`` (as Pillow users
+    catch) whose ``error`` attribute and ``__cause__`` are the progcodec error itself."""
+
+    def __init__(self, error: BaseException):
+        super().__init__(f"{type(error).__name__}: {error}")
+        self.error = error

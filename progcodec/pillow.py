@@ -52,13 +52,26 @@ class _PcsDecoder(ImageFile.PyDecoder):
         self.stream = StreamDecoder(layers=args[0] if args else None)
 
     def decode(self, buffer):
-        steps = self.stream.feed(bytes(buffer))
-        if steps:
-            self.set_as_raw(steps[-1].image.convert(self.mode).tobytes())
-        if self.stream.finished:
-            return -1, 0
-        if not buffer:
-            self.stream.close()  # raises TruncatedError
+        # Damage is raised as DecodeOSError (an OSError, the progcodec error chained) at once,
+        # even with LOAD_TRUNCATED_IMAGES: Pillow would otherwise report it as truncation (or,
+        # with that flag, load the layers before the damage silently). A cut stream still loads
+        # its last complete layer under LOAD_TRUNCATED_IMAGES, as Pillow does for other formats.
+        try:
+            steps = self.stream.feed(bytes(buffer))
+            if steps:
+                self.set_as_raw(steps[-1].image.convert(self.mode).tobytes())
+            if self.stream.finished:
+                return -1, 0
+            self.stream.feed(b"")  # raises damage found after the layers just shown
+            if not buffer:
+                try:
+                    self.stream.close()  # raises TruncatedError
+                except errors.TruncatedError:
+                    if ImageFile.LOAD_TRUNCATED_IMAGES and self.stream.frames_done:
+                        return -1, 0
+                    raise
+        except errors.ProgcodecError as exc:
+            raise errors.DecodeOSError(exc) from exc
         return len(buffer), 0
 
 

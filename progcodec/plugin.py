@@ -58,6 +58,9 @@ class Model(ABC):
     layer_names: tuple[str, ...] = ()
     description: str = ""
     weights_path: Path | None = None  # set it and ``digest`` is derived from the file
+    # Peak decode memory per padded pixel in bytes (beyond the loaded model), measured; the
+    # decoder refuses a header whose size times this exceeds ``Limits.max_decode_bytes``.
+    decode_bytes_per_pixel: int = 4096
 
     def __init__(self, rate: str | None = None):
         self.rate = rate or self.default_rate

@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import asyncio
+import threading
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import AsyncIterable, Iterable, Iterator
 
@@ -9,7 +11,7 @@ import torch
 
 from . import bitstream, entropy, errors, modes, registry
 from .image import padded_size, to_pil
-from .limits import Limits
+from .limits import LIMITS, Limits
 
 
 @dataclass
@@ -68,11 +70,32 @@ def open_model(header: bitstream.Header):
     return model
 
 
+def check_memory(header: bitstream.Header, model, limits: Limits | None = None) -> int:
+    """The decode memory a header asks of ``model``; ``LimitError`` if over ``max_decode_bytes``.
+
+    Checked as soon as the header arrives, before the model allocates anything.
+    """
+    limits = limits or LIMITS
+    ph, pw = padded_size(header.height, header.width, model.stride)
+    need = ph * pw * int(getattr(model, "decode_bytes_per_pixel", 4096))
+    if need > limits.max_decode_bytes:
+        raise errors.LimitError(
+            f"decoding {header.width}x{header.height} with {model.name} needs about {need >> 20} MiB,"
+            f" over the {limits.max_decode_bytes >> 20} MiB limit for untrusted input;"
+            " raise progcodec.LIMITS.max_decode_bytes if this file is trusted")
+    return need
+
+
 class StreamDecoder:
     """Push-style decoder: ``feed(bytes)`` returns the ``DecodeStep`` of each layer it completed.
 
     ``layers`` caps how many layers to decode (``None``: all the stream has). ``close()``
     raises ``TruncatedError`` if the input ended before those layers were complete.
+
+    Errors are sticky: once ``feed()`` or ``close()`` raised, every later call raises the same
+    error. One decoder reads one stream from one thread at a time: a call made while another
+    thread is inside ``feed()``/``close()`` raises :class:`progcodec.ConcurrentUseError` (and
+    so does every later call, since a chunk was lost); use one decoder per stream.
     """
 
     def __init__(self, layers: int | None = None, limits: Limits | None = None, render: bool = True,
@@ -88,7 +111,8 @@ class StreamDecoder:
         self._model = self._state = None
         self.frames_done = 0          # frames decoded: model layers plus a format-1.1 alpha frame
         self._alpha_at = self._alpha = self._colour = None
-        self._error: errors.ProgcodecError | None = None
+        self._error: Exception | None = None
+        self._busy = threading.Lock()
 
     @property
     def target(self) -> int | None:
@@ -101,10 +125,37 @@ class StreamDecoder:
     def finished(self) -> bool:
         return self.target is not None and self.frames_done >= self.target
 
+    @contextmanager
+    def _exclusive(self, what: str):
+        """One caller at a time; any error becomes the decoder's permanent state."""
+        if not self._busy.acquire(blocking=False):
+            exc = errors.ConcurrentUseError(
+                f"StreamDecoder.{what}() called while another thread is inside feed()/close():"
+                " a StreamDecoder reads one stream from one thread at a time")
+            self._error = self._error or exc
+            raise exc
+        try:
+            if self._error is not None:
+                raise self._error
+            try:
+                yield
+            except Exception as exc:
+                self._error = self._error or exc
+                raise
+        finally:
+            self._busy.release()
+
     def feed(self, data: bytes) -> list[DecodeStep]:
         """Steps completed by ``data``; an error after some steps is raised on the next call."""
-        if self._error is not None:
-            raise self._error
+        with self._exclusive("feed"):
+            return self._feed(data)
+
+    def close(self) -> None:
+        """End of input: raises what went wrong, or ``TruncatedError`` if layers are missing."""
+        with self._exclusive("close"):
+            self._close()
+
+    def _feed(self, data: bytes) -> list[DecodeStep]:
         if self.finished:
             return []
         steps = []
@@ -120,16 +171,13 @@ class StreamDecoder:
                     step = self._layer(frame, render=self.render and not stale)
                     if not stale:
                         steps.append(step)
-        except errors.ProgcodecError as exc:
+        except Exception as exc:
             if not steps:
                 raise
             self._error = exc
         return steps
 
-    def close(self) -> None:
-        """End of input: raises what went wrong, or ``TruncatedError`` if layers are missing."""
-        if self._error is not None:
-            raise self._error
+    def _close(self) -> None:
         if self.finished and not self.reader.done:
             return  # fewer layers were asked for than the stream holds
         try:
@@ -141,6 +189,7 @@ class StreamDecoder:
     def _start(self, header: bitstream.Header) -> None:
         self.header = header
         self._model = open_model(header)
+        check_memory(header, self._model, self.reader.limits)
         self._alpha_at = modes.alpha_frame(header)
         side = bitstream.unpack_side(header, self.reader.limits)
         ph, pw = padded_size(header.height, header.width, self._model.stride)
