@@ -139,10 +139,11 @@ _loaded: dict[tuple[str, str], float] = {}  # per worker process: model -> secon
 
 
 def _model(name: str, rate: str):
-    """The model, loaded once per worker process (registry.load caches it) and reused."""
+    """The model, loaded once per worker process (registry.load caches it) and reused; the
+    second value is the seconds this call spent loading it, ``None`` when it was loaded already."""
     key = (name, rate)
     if key in _loaded:
-        return registry.load(name, rate), 0.0
+        return registry.load(name, rate), None
     t0 = time.perf_counter()
     m = registry.load(name, rate)
     _loaded[key] = time.perf_counter() - t0
@@ -209,7 +210,8 @@ def encode_file(job: Job) -> dict:
         m, load_s = _model(job.model, job.rate)
     except errors.ProgcodecError as exc:
         return _record(job, error=f"model error: {exc}")
-    rec["model_load_seconds"] = round(load_s, 4)
+    if load_s is not None:  # only the first image of each worker process pays for the load
+        rec["model_load_seconds"] = round(load_s, 4)
     try:
         img = Image.open(src)
     except FileNotFoundError:
@@ -265,7 +267,8 @@ def encode_file(job: Job) -> dict:
 @dataclass
 class BatchResult:
     records: list[dict]
-    seconds: float
+    seconds: float              # wall time of the whole call, cluster start included
+    startup_seconds: float = 0.0  # of which starting (or connecting to) the cluster
 
     def _with(self, status):
         return [r for r in self.records if r["status"] == status]
@@ -294,7 +297,8 @@ class BatchResult:
         rate = len(self.encoded) / (self.seconds / 60) if self.seconds > 0 else 0.0
         return (f"{len(self.records)} images: {len(self.encoded)} encoded, {len(self.skipped)} skipped "
                 f"(complete), {len(self.failed)} failed; {total} bytes, mean {mean_bpp} bpp; "
-                f"{rate:.1f} images/minute ({self.seconds:.1f} s)")
+                f"{rate:.1f} images/minute ({self.seconds:.1f} s, {self.startup_seconds:.1f} s of it starting "
+                f"the cluster)")
 
 
 def encode_many(paths_or_dir, out_dir, model: str = registry.DEFAULT_MODEL, rate: str | None = None, *,
@@ -311,6 +315,7 @@ def encode_many(paths_or_dir, out_dir, model: str = registry.DEFAULT_MODEL, rate
     record as it arrives (skipped ones first). ``torch_threads``: torch threads per task
     (``None`` leaves the worker's setting). Returns a :class:`BatchResult`.
     """
+    _require_distributed()
     cls = registry.get_class(model)  # an unknown model or rate fails before any cluster starts
     rate = rate or cls.default_rate
     if rate not in cls.rates:
@@ -320,6 +325,7 @@ def encode_many(paths_or_dir, out_dir, model: str = registry.DEFAULT_MODEL, rate
     t0 = time.perf_counter()
     limits = dataclasses.asdict(LIMITS)
     records: list[dict] = []
+    timing = {"startup": 0.0}
     manifest_path = (out / MANIFEST_NAME) if manifest is True else (Path(manifest) if manifest else None)
     mf = None
     if manifest_path is not None:
@@ -348,24 +354,26 @@ def encode_many(paths_or_dir, out_dir, model: str = registry.DEFAULT_MODEL, rate
                 tmp.unlink(missing_ok=True)
             jobs.append(Job(str(src), str(dst), model, rate, verify, measure, torch_threads, limits))
         if jobs:
-            _run(jobs, client, workers, memory_limit, max_in_flight, retries, emit)
+            _run(jobs, client, workers, memory_limit, max_in_flight, retries, emit, timing)
     finally:
         if mf is not None:
             mf.close()
-    return BatchResult(records, time.perf_counter() - t0)
+    return BatchResult(records, time.perf_counter() - t0, timing["startup"])
 
 
-def _run(jobs, client, workers, memory_limit, max_in_flight, retries, emit) -> None:
+def _run(jobs, client, workers, memory_limit, max_in_flight, retries, emit, timing) -> None:
     distributed = _require_distributed()
+    t0 = time.perf_counter()
     own_cluster = own_client = None
     if client is None:
         n = workers or os.cpu_count() or 1
         own_cluster = distributed.LocalCluster(
             n_workers=min(n, len(jobs)), threads_per_worker=1, processes=True, memory_limit=memory_limit,
-            dashboard_address=None)
+            dashboard_address=":0")
         client = own_client = distributed.Client(own_cluster)
     elif isinstance(client, str):
         client = own_client = distributed.Client(client)
+    timing["startup"] = time.perf_counter() - t0
     try:
         _consume(client, jobs, max_in_flight, retries, emit, distributed)
     finally:
