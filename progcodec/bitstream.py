@@ -23,7 +23,7 @@ from .limits import LIMITS, Limits
 
 MAGIC = b"\x89PCS\r\n\x1a\n"
 VERSION = (1, 1)  # what this reader understands; a stream is written 1.0 unless it uses a 1.1 field
-V1_1_KEYS = ("source_mode", "alpha")  # format 1.1 (docs/bitstream.md §2.1)
+V1_1_KEYS = ("source_mode", "alpha", "layer_steps")  # format 1.1 (docs/bitstream.md §2.1)
 _PRE = struct.Struct("<8sBBI")
 _FRAME = struct.Struct("<HII")
 _CRC = struct.Struct("<I")

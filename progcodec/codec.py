@@ -12,42 +12,66 @@ from .image import pad, to_tensor
 from .stream import DecodeStep, decode_stream
 
 
-def encode(image, model: str = registry.DEFAULT_MODEL, rate: str | None = None) -> bytes:
+def encode(image, model: str = registry.DEFAULT_MODEL, rate: str | None = None, **options) -> bytes:
     """Encode an image into a layered progcodec stream, coarsest layer first.
 
     ``image``: a path, a PIL image, a uint8 numpy array ``(H, W[, C])`` or a float torch tensor
     ``(C, H, W)`` in [0, 1] (:mod:`progcodec.modes`). Its mode (RGB, L, RGBA, LA) comes back on
     decode; alpha travels losslessly in an extra ``alpha`` layer after the first model layer.
+    ``options`` go to the model's ``analyze`` (those it lists in ``Model.options``, e.g.
+    ``effort=`` for ``overfit``).
     """
     m = registry.load(model, rate)
+    unknown = sorted(set(options) - set(m.options))
+    if unknown:
+        takes = f"it takes {', '.join(m.options)}" if m.options else "it takes none"
+        raise TypeError(f"model {m.name!r} has no encode option {unknown[0]!r}; {takes}")
     prep = modes.prepare(image, m.channels, m.name)
     x = to_tensor(prep.image, m.channels)
     height, width = x.shape[-2:]
     with torch.inference_mode():
         xp = pad(x, m.stride)
-        analysis = m.analyze(xp)
-        if len(analysis.symbols) != m.layers:
-            raise RuntimeError(f"{m.name}.analyze returned {len(analysis.symbols)} layers, declared {m.layers}")
-        state = m.decoder(xp.shape[-2], xp.shape[-1], analysis.side)
-        frames = []
-        for k, symbols in enumerate(analysis.symbols):
-            params = state.prior(k)
-            frames.append(entropy.encode_layer(symbols, params))
-            state.push(k, symbols)
+        analysis = m.analyze(xp, **options)
+        frames, steps = code_layers(m, analysis, xp.shape[-2], xp.shape[-1])
     side, side_codec = bitstream.pack_side(analysis.side)
     names, extra = list(m.layer_names), {"side_codec": side_codec, **modes.stream_extra(prep, m.channels)}
+    if any(n > 1 for n in steps):
+        extra["layer_steps"] = steps  # format 1.1: layers with several coding steps
     if prep.alpha is not None:  # format 1.1: the alpha plane as its own frame, after model layer 1
         at = min(1, len(frames))
         frames.insert(at, (modes.encode_alpha(prep.alpha), 0))
         names.insert(at, modes.ALPHA_NAME)
         extra["alpha"] = {"frame": at, "codec": modes.ALPHA_CODEC}
     header = bitstream.Header(
-        model=m.name, rate=m.rate, model_version=m.version, weights=m.digest,
+        model=m.name, rate=analysis.rate or m.rate, model_version=m.version, weights=m.digest,
         width=int(width), height=int(height), mode="RGB" if m.channels == 3 else "L",
         layer_sizes=(), layer_names=tuple(names), encoded_layers=len(names),
         coder=entropy.CODER_ID, side=side, extra=extra,
     )
     return bitstream.write(header, frames)
+
+
+def code_layers(m, analysis, height: int, width: int) -> tuple[list[tuple[bytes, int]], list[int]]:
+    """Entropy-code every layer of ``analysis`` with the priors of a fresh decoding state.
+
+    Returns ``(payload, prior_check)`` per layer and the number of coding steps of each.
+    """
+    if len(analysis.symbols) != m.layers:
+        raise RuntimeError(f"{m.name}.analyze returned {len(analysis.symbols)} layers, declared {m.layers}")
+    state = m.decoder(height, width, analysis.side)
+    frames, steps = [], []
+    for k, symbols in enumerate(analysis.symbols):
+        n = state.coding_steps(k)
+        parts = [symbols] if n == 1 else symbols
+        if len(parts) != n:
+            raise RuntimeError(f"{m.name}.analyze gave {len(parts)} steps for layer {k + 1}, its decoder {n}")
+        writer = entropy.LayerWriter()
+        for s, part in enumerate(parts):
+            writer.code(part, state.step_prior(k, s))
+            state.step_push(k, s, part)
+        frames.append(writer.finish())
+        steps.append(n)
+    return frames, steps
 
 
 def decode(data: bytes, layers: int | None = None) -> DecodeStep:

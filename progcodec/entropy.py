@@ -311,58 +311,105 @@ def _decode_categorical(dec, shape, freqs: np.ndarray, budget: _Budget) -> np.nd
     return out.reshape(shape)
 
 
+class LayerWriter:
+    """Range-codes the steps of one layer into one payload (``encode_layer`` is one step).
+
+    A layer of n > 1 steps is written as ``n - 1`` little-endian u32 prior checks (steps
+    1 .. n-1) followed by the coder's words; step 0's check goes into the frame header.
+    """
+
+    def __init__(self):
+        self.enc = _queue.RangeEncoder()
+        self.checks: list[int] = []
+
+    def code(self, symbols: list[np.ndarray], params: list) -> int:
+        """Code one step's parts; returns its prior check."""
+        if len(symbols) != len(params):
+            raise ValueError(f"layer has {len(symbols)} symbol arrays but {len(params)} parameter sets")
+        crc = 0
+        for sym, par in zip(symbols, params):
+            sym = np.asarray(sym)
+            if sym.dtype.kind not in "iu":
+                raise TypeError(f"symbols must be integers, got {sym.dtype}")
+            if sym.size and (sym.min() < -(2**31) + 1 or sym.max() >= 2**31):
+                raise ValueError("symbols must fit in int32")
+            if tuple(sym.shape) != symbol_shape(par):
+                raise ValueError(f"symbols of shape {sym.shape} but parameters for {symbol_shape(par)}")
+            table, check = quantize(par)
+            crc = zlib.crc32(check + shape_bytes(sym.shape), crc)
+            if isinstance(par, Gaussian):
+                _encode_gaussian(self.enc, sym, table)
+            else:
+                _encode_categorical(self.enc, sym, table)
+        self.checks.append(crc)
+        return crc
+
+    def finish(self) -> tuple[bytes, int]:
+        """``(payload, prior_check of step 0)``."""
+        prefix = np.array(self.checks[1:], dtype="<u4").tobytes()
+        return prefix + self.enc.get_compressed().astype("<u4").tobytes(), self.checks[0] if self.checks else 0
+
+
+class LayerReader:
+    """Decodes the ``steps`` steps of one layer's payload in order (inverse of ``LayerWriter``)."""
+
+    def __init__(self, payload: bytes, check: int | None = None, steps: int = 1):
+        if len(payload) % 4:
+            raise errors.FormatError("entropy-coded payload is not a whole number of 32-bit words")
+        words = _c(np.frombuffer(payload, dtype="<u4"), np.uint32)
+        if words.size < steps - 1:
+            raise errors.FormatError(f"layer payload lacks the prior checks of its {steps} coding steps")
+        self.checks = [check] + [int(c) for c in words[: steps - 1]]
+        self.steps, self.step = steps, 0
+        words = _c(words[steps - 1 :], np.uint32)
+        self.budget = _Budget(words.size)
+        try:
+            self.dec = _queue.RangeDecoder(words)
+        except Exception as exc:
+            raise errors.FormatError(f"entropy-coded payload is malformed: {exc}") from None
+
+    def decode(self, params: list) -> list[np.ndarray]:
+        """The next step's symbols; its prior is checked first (``PriorMismatchError``)."""
+        if self.step >= self.steps:
+            raise errors.FormatError("more coding steps than the layer declares")
+        check, last = self.checks[self.step], self.step == self.steps - 1
+        tables, crc, legacy = [], 0, 0
+        shapes = [symbol_shape(par) for par in params]
+        for par, shape in zip(params, shapes):
+            table, chk = quantize(par)
+            tables.append(table)
+            crc = zlib.crc32(chk + shape_bytes(shape), crc)
+            legacy = zlib.crc32(chk, legacy)  # streams written before the check covered shapes
+        if check is not None and check not in ((crc, legacy) if self.steps == 1 else (crc,)):
+            where = f" (coding step {self.step + 1} of {self.steps})" if self.steps > 1 else ""
+            raise errors.PriorMismatchError(
+                f"the decoder's prior differs from the encoder's{where} (different weights, software or"
+                " numerics); refusing to decode garbage")
+        try:
+            out = []
+            for par, shape, table in zip(params, shapes, tables):
+                if isinstance(par, Gaussian):
+                    out.append(_decode_gaussian(self.dec, np.asarray(table), self.budget))
+                else:
+                    out.append(_decode_categorical(self.dec, tuple(shape), table, self.budget))
+            if last and not self.dec.maybe_exhausted():
+                raise errors.FormatError(
+                    "entropy-coded payload does not end with its symbols (corrupted or hostile layer)")
+        except errors.BitstreamError:
+            raise
+        except Exception as exc:  # the coder library refuses malformed data
+            raise errors.FormatError(f"entropy-coded payload is malformed: {exc}") from None
+        self.step += 1
+        return out
+
+
 def encode_layer(symbols: list[np.ndarray], params: list) -> tuple[bytes, int]:
     """Range-code one layer's parts; returns ``(payload, prior_check)``."""
-    if len(symbols) != len(params):
-        raise ValueError(f"layer has {len(symbols)} symbol arrays but {len(params)} parameter sets")
-    enc = _queue.RangeEncoder()
-    crc = 0
-    for sym, par in zip(symbols, params):
-        sym = np.asarray(sym)
-        if sym.dtype.kind not in "iu":
-            raise TypeError(f"symbols must be integers, got {sym.dtype}")
-        if sym.size and (sym.min() < -(2**31) + 1 or sym.max() >= 2**31):
-            raise ValueError("symbols must fit in int32")
-        if tuple(sym.shape) != symbol_shape(par):
-            raise ValueError(f"symbols of shape {sym.shape} but parameters for {symbol_shape(par)}")
-        table, check = quantize(par)
-        crc = zlib.crc32(check + shape_bytes(sym.shape), crc)
-        if isinstance(par, Gaussian):
-            _encode_gaussian(enc, sym, table)
-        else:
-            _encode_categorical(enc, sym, table)
-    return enc.get_compressed().astype("<u4").tobytes(), crc
+    writer = LayerWriter()
+    writer.code(symbols, params)
+    return writer.finish()
 
 
 def decode_layer(payload: bytes, params: list, check: int | None = None) -> list[np.ndarray]:
     """Inverse of :func:`encode_layer` given the same parameters."""
-    if len(payload) % 4:
-        raise errors.FormatError("entropy-coded payload is not a whole number of 32-bit words")
-    tables, crc, legacy = [], 0, 0
-    shapes = [symbol_shape(par) for par in params]
-    for par, shape in zip(params, shapes):
-        table, chk = quantize(par)
-        tables.append(table)
-        crc = zlib.crc32(chk + shape_bytes(shape), crc)
-        legacy = zlib.crc32(chk, legacy)  # streams written before the check covered shapes
-    if check is not None and check not in (crc, legacy):
-        raise errors.PriorMismatchError(
-            "the decoder's prior differs from the encoder's (different weights, software or numerics);"
-            " refusing to decode garbage")
-    words = _c(np.frombuffer(payload, dtype="<u4"), np.uint32)
-    budget = _Budget(words.size)
-    try:
-        dec = _queue.RangeDecoder(words)
-        out = []
-        for par, shape, table in zip(params, shapes, tables):
-            if isinstance(par, Gaussian):
-                out.append(_decode_gaussian(dec, np.asarray(table), budget))
-            else:
-                out.append(_decode_categorical(dec, tuple(shape), table, budget))
-        if not dec.maybe_exhausted():
-            raise errors.FormatError("entropy-coded payload does not end with its symbols (corrupted or hostile layer)")
-    except errors.BitstreamError:
-        raise
-    except Exception as exc:  # the coder library refuses malformed data
-        raise errors.FormatError(f"entropy-coded payload is malformed: {exc}") from None
-    return out
+    return LayerReader(payload, check).decode(params)

@@ -6,7 +6,9 @@ drives a :class:`LayerDecoder` on both sides: ``prior(k)`` gives the entropy par
 layer k from the layers pushed so far (a pure function of them), ``push(k, symbols)`` adds a
 decoded layer, ``image()`` renders the best image from the layers pushed so far. The
 encoder runs the very same ``prior``/``push`` sequence, so both sides code with one prior.
-Plugins never see bytes; core never sees a network.
+A layer may take several sequential coding steps (``coding_steps(k) > 1``: ``step_prior`` /
+``step_push`` per step, e.g. checkerboard passes). Plugins never see bytes; core never sees
+a network.
 """
 from __future__ import annotations
 
@@ -24,14 +26,35 @@ from .entropy import Categorical, Gaussian  # noqa: F401  (re-exported for plugi
 
 @dataclass
 class Analysis:
-    """Encoder output: per layer, a list of integer symbol arrays; plus msgpack-able side info."""
+    """Encoder output: per layer, a list of integer symbol arrays (for a layer of ``n > 1``
+    coding steps: a list of ``n`` such lists); plus msgpack-able side info. ``rate``, when
+    set, is written to the header instead of the model's rate point (e.g. ``custom``)."""
 
-    symbols: list[list[np.ndarray]]
+    symbols: list[list]
     side: dict = field(default_factory=dict)
+    rate: str | None = None
 
 
 class LayerDecoder(ABC):
     """Per-stream decoding state (one per image; never shared between threads)."""
+
+    def coding_steps(self, k: int) -> int:
+        """Sequential coding steps inside layer ``k`` (default 1). With ``n > 1``, core calls
+        ``step_prior(k, s)`` then ``step_push(k, s, symbols)`` for s = 0 .. n-1, all coded in
+        one frame, so step s's prior may depend on the symbols of steps < s."""
+        return 1
+
+    def step_prior(self, k: int, s: int) -> list:
+        """Entropy parameters of step ``s`` of layer ``k`` (default: ``prior(k)``, one step)."""
+        if s:
+            raise NotImplementedError(f"{type(self).__name__} declares several steps but no step_prior")
+        return self.prior(k)
+
+    def step_push(self, k: int, s: int, symbols: list[np.ndarray]) -> None:
+        """Add the decoded symbols of step ``s`` of layer ``k`` (default: ``push``)."""
+        if s:
+            raise NotImplementedError(f"{type(self).__name__} declares several steps but no step_push")
+        self.push(k, symbols)
 
     @abstractmethod
     def prior(self, k: int) -> list:
@@ -58,6 +81,7 @@ class Model(ABC):
     layer_names: tuple[str, ...] = ()
     description: str = ""
     weights_path: Path | None = None  # set it and ``digest`` is derived from the file
+    options: tuple[str, ...] = ()  # keyword options ``analyze`` takes (``progcodec.encode(..., **options)``)
     # Peak decode memory per padded pixel in bytes (beyond the loaded model), measured; the
     # decoder refuses a header whose size times this exceeds ``Limits.max_decode_bytes``.
     decode_bytes_per_pixel: int = 4096

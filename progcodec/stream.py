@@ -65,9 +65,25 @@ def open_model(header: bitstream.Header):
     encoded, names = modes.model_layers(header)  # without a format-1.1 alpha frame
     if encoded != model.layers or names != tuple(model.layer_names[: len(names)]):
         raise errors.HeaderError(f"layer table does not match model {model.name} ({model.layers} layers)")
+    steps = layer_steps(header)
+    if steps is not None and len(steps) != encoded:
+        raise errors.HeaderError(f"layer_steps lists {len(steps)} layers; the stream encodes {encoded}")
     if header.coder != entropy.CODER_ID:
         raise errors.HeaderError(f"entropy coder {header.coder!r} is not supported (this build: {entropy.CODER_ID})")
     return model
+
+
+MAX_STEPS = 1 << 12  # coding steps one layer may declare (format 1.1 ``layer_steps``)
+
+
+def layer_steps(header: bitstream.Header) -> list[int] | None:
+    """Format 1.1: coding steps per model layer, or None (every layer one step)."""
+    steps = header.extra.get("layer_steps")
+    if steps is None:
+        return None
+    if not (isinstance(steps, list) and all(isinstance(n, int) and 1 <= n <= MAX_STEPS for n in steps)):
+        raise errors.HeaderError("layer_steps must be a list of step counts (1 .. 4096)")
+    return steps
 
 
 def check_memory(header: bitstream.Header, model, limits: Limits | None = None) -> int:
@@ -222,10 +238,18 @@ class StreamDecoder:
         k, name = frame.index, self.header.model
         if self._alpha_at is not None and k > self._alpha_at:
             k -= 1  # model layer index: the alpha frame sits between model layers
-        params = _guard(f"{name}: prior of layer {k + 1}", self._state.prior, k)
-        symbols = entropy.decode_layer(frame.payload, params, frame.prior_check)
-        _guard(f"{name}: layer {k + 1}", self._state.push, k, symbols)
-        self.symbols.append(symbols)
+        n = _guard(f"{name}: coding steps of layer {k + 1}", self._state.coding_steps, k)
+        declared = layer_steps(self.header)
+        if n != (declared[k] if declared and k < len(declared) else 1):
+            raise errors.HeaderError(f"layer {k + 1} of {name} has {n} coding steps; the stream says otherwise")
+        reader = entropy.LayerReader(frame.payload, frame.prior_check, n)
+        parts = []
+        for s in range(n):
+            at = f"layer {k + 1}" + (f" step {s + 1}" if n > 1 else "")
+            params = _guard(f"{name}: prior of {at}", self._state.step_prior, k, s)
+            parts.append(reader.decode(params))
+            _guard(f"{name}: {at}", self._state.step_push, k, s, parts[-1])
+        self.symbols.append(parts[0] if n == 1 else parts)
         tensor = None
         if render:
             tensor = _guard(f"{name}: rendering layer {k + 1}", self._state.image)
