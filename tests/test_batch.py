@@ -159,6 +159,13 @@ def test_limits_reach_the_workers(client, tmp_path, monkeypatch):
     assert len(result.encoded) == 2 and not (out / "manifest.jsonl").exists()
 
 
+def idle_workers(client, timeout=60):
+    deadline = time.monotonic() + timeout
+    while sum(client.run(lambda dask_worker: dask_worker.state.executing_count).values()):
+        assert time.monotonic() < deadline, "workers still busy"
+        time.sleep(0.1)
+
+
 @needs_dask
 def test_an_interrupted_run_resumes_where_it_stopped(client, tmp_path):
     src, out = tmp_path / "src", tmp_path / "out"
@@ -172,7 +179,7 @@ def test_an_interrupted_run_resumes_where_it_stopped(client, tmp_path):
 
     with pytest.raises(KeyboardInterrupt):
         batch.encode_many(src, out, client=client, max_in_flight=2, progress=interrupt)
-    time.sleep(0.5)  # a task that had started may still land (atomically)
+    idle_workers(client)  # a task that had started may still land (atomically): let it
     done = [p for p in paths if batch.existing_output(p, out_of(src, out, p), "pyramid", "medium")]
     assert 2 <= len(done) < 6
     # what a killed process or a crashing non-atomic writer could leave: a temporary and a cut file
