@@ -182,9 +182,29 @@ def cmd_plugins(a):
             for rate in p.cls.rates:
                 rates.append(f"{rate}={registry.load(p.name, rate).digest}")
             detail = ", ".join(rates)
+            if not rates and hasattr(p.cls, "no_rates_hint"):  # weights the user imports
+                detail = f"none imported; {p.cls.no_rates_hint()}"
         except errors.ProgcodecError as exc:
             detail = f"BROKEN: {exc}"
         print(f"{p.name:<12} {len(p.cls.layer_names)} layers  rates: {detail}  ({p.source})")
+
+
+def cmd_import_weights(a):
+    """Convert a published checkpoint for a plugin that can import one (e.g. qres34m)."""
+    importers = {}
+    for p in registry.plugins():
+        if p.cls is not None and hasattr(p.cls, "import_weights"):
+            importers[p.name] = p.cls
+    name = a.name or next((n for n, c in importers.items() if c.claims_checkpoint(a.input)), None)
+    if name is None or name not in importers:
+        have = ", ".join(sorted(importers)) or "none installed"
+        raise errors.UnknownModelError(f"say which model {a.input} is for: --name NAME (models that import checkpoints: {have})")
+    if not Path(a.input).is_file():
+        raise FileNotFoundError(f"No such file: {a.input}")
+    target, rate = importers[name].import_weights(a.input, rate=a.rate, ch=a.ch)
+    from .plugin import file_digest
+
+    print(f"imported {a.input} as {name} rate {rate} (weights {file_digest(target)}) -> {target}")
 
 
 def cmd_demo(a):
@@ -258,6 +278,11 @@ def build_parser() -> argparse.ArgumentParser:
     g = t.add_mutually_exclusive_group(required=True)
     g.add_argument("--layers", type=int), g.add_argument("--bytes", type=int)
     sub.add_parser("plugins", help="list installed model plugins")
+    w = sub.add_parser("import-weights", help="convert an official checkpoint (e.g. qres34m-lmb64.pt) into the weights folder")
+    w.add_argument("input", help="checkpoint file (.pt, read with torch.load(weights_only=True))")
+    w.add_argument("--name", help="model (guessed from the file name, e.g. qres34m)")
+    w.add_argument("--rate", help="rate point to file it under (guessed from the file name, e.g. lmb64)")
+    w.add_argument("--ch", type=int, help=argparse.SUPPRESS)  # reduced-width variants (the exactness fixtures)
     m = sub.add_parser("demo", help="encode the bundled image and decode it progressively")
     m.add_argument("--model", default=registry.DEFAULT_MODEL), m.add_argument("--rate")
     m.add_argument("--image", help="use this image instead of the bundled one")
@@ -285,7 +310,7 @@ def main(argv=None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
-        code = globals()[f"cmd_{args.cmd}"](args)  # None, or a status (batch: 1 when some images failed)
+        code = globals()[f"cmd_{args.cmd.replace('-', '_')}"](args)  # None, or a status (batch: 1 when some images failed)
     except UsageError as exc:
         sub = next((act.choices[args.cmd] for act in parser._actions  # the subcommand's usage line
                     if isinstance(act, argparse._SubParsersAction) and args.cmd in act.choices), parser)

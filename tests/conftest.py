@@ -5,6 +5,10 @@ import pytest
 from hypothesis import HealthCheck, settings
 from PIL import Image
 
+# the fitted-per-image codec: few fitting iterations wherever a test encodes with it (the
+# pipeline is the same; tests/test_overfit.py checks what the iteration count changes)
+os.environ.setdefault("PROGCODEC_OVERFIT_ITERS", "20")
+
 settings.register_profile("default", deadline=None, max_examples=40,
                           suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
 settings.register_profile("fuzz", deadline=None, max_examples=2000,
@@ -32,6 +36,32 @@ def one_torch_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def official_qres_weights(tmp_path_factory):
+    """A private weights folder holding the exactness fixtures of the official QRes-VAE layouts
+    (tests/data/qres_official_*.safetensors, ch 4) as rate point ``fixture`` of ``qres34m`` and
+    ``qres17m``: every plugin test then runs them, and no user-imported checkpoint is touched."""
+    from pathlib import Path
+
+    from safetensors.torch import load_file
+
+    from progcodec_plugins.qres_vae import official
+
+    folder = tmp_path_factory.mktemp("weights")
+    before = os.environ.get("PROGCODEC_WEIGHTS")
+    os.environ["PROGCODEC_WEIGHTS"] = str(folder)
+    data = Path(__file__).parent / "data"
+    for arch in official.ARCHS:
+        tensors = load_file(str(data / f"qres_official_{arch}.safetensors"))
+        state = {k[len("state."):]: v for k, v in tensors.items() if k.startswith("state.")}
+        official.import_weights(state, name=arch, rate="fixture", ch=4, dest=folder)
+    yield folder
+    if before is None:
+        os.environ.pop("PROGCODEC_WEIGHTS", None)
+    else:
+        os.environ["PROGCODEC_WEIGHTS"] = before
 
 
 @pytest.fixture(scope="session")

@@ -16,6 +16,8 @@ import json
 import os
 import re
 import tempfile
+import threading
+from contextlib import contextmanager
 from pathlib import Path
 
 import torch
@@ -147,11 +149,61 @@ def import_weights(src, name: str | None = None, rate: str | None = None, ch: in
         os.close(fd)
         try:
             write(tmp)
+            os.chmod(tmp, 0o644)
             os.replace(tmp, path)
         finally:
             if os.path.exists(tmp):
                 os.unlink(tmp)
     return target
+
+
+_ONE_THREAD = threading.Lock()
+
+
+@contextmanager
+def one_thread():
+    """Run torch on one intra-op thread (process-wide lock, count restored after).
+
+    float32 kernels are not the same function of their inputs at every thread count: oneDNN's
+    1x1 and 1x1-depthwise convolutions and small GEMMs split their sums differently with 2
+    threads than with 1 (measured here: tests/test_qres_official.py), and a prior scale that
+    moves by one ulp across a table boundary is a prior mismatch. With one thread the chain is
+    one fixed sequence of float32 operations on encoder and decoder alike, 13x cheaper than
+    the float64 chain the small ``qres-vae`` uses (44 s -> 3.3 s for qres34m at 768x512).
+    """
+    with _ONE_THREAD:
+        before = torch.get_num_threads()
+        if before != 1:
+            torch.set_num_threads(1)
+        try:
+            yield
+        finally:
+            if before != 1:
+                torch.set_num_threads(before)
+
+
+class _Block:
+    def __init__(self, block):
+        self.block = block
+
+    def prior_params(self, feature):
+        with one_thread():
+            return self.block.prior_params(feature)
+
+
+class _OneThreadChain:
+    """The top-down chain that yields the priors, in float32, on one thread (see ``one_thread``)."""
+
+    def __init__(self, top_down):
+        self.top_down = top_down
+        self.blocks = [_Block(b) for b in top_down.blocks]
+
+    def start(self, height: int, width: int):
+        return self.top_down.start(height, width)
+
+    def advance(self, k, h, z):
+        with one_thread():
+            return self.top_down.advance(k, h, z)
 
 
 class _Rates:
@@ -193,9 +245,23 @@ class _Official(QResVAE):
             raise errors.PluginLoadError(f"{path} does not fit {self.arch} (ch {config.ch}): "
                                          f"{str(exc).splitlines()[0]}; re-run progcodec import-weights") from None
         self.net.eval().requires_grad_(False)
-        self._setup_prior_chain()
+        self.top_down = _OneThreadChain(self.net.decoder)
         self.lmbda = meta.get("lmbda")
         self.weights_path = path
+
+
+    @classmethod
+    def no_rates_hint(cls) -> str:
+        return import_hint(cls.arch)
+
+    @classmethod
+    def claims_checkpoint(cls, path) -> bool:
+        return guess_name_rate(Path(path))[0] == cls.arch
+
+    @classmethod
+    def import_weights(cls, path, rate: str | None = None, ch: int | None = None) -> tuple[Path, str]:
+        target = import_weights(path, name=cls.arch, rate=rate, ch=ch)
+        return target, target.stem
 
 
 def _layer_names(arch: str) -> tuple[str, ...]:

@@ -47,7 +47,7 @@ class _Decoder(LayerDecoder):
 
     def push(self, k: int, symbols: list[np.ndarray]) -> None:
         h, mean, _ = self._params(k)
-        z = mean + torch.from_numpy(symbols[0]).double()[None]
+        z = mean + torch.from_numpy(symbols[0]).to(mean.dtype)[None]
         self.feature = self.top_down.advance(k, h, z)
         self.k, self._prior = k + 1, None
 
