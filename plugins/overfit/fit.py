@@ -1,0 +1,143 @@
+"""Fitting one image: latent grids and networks trained for D + lambda * R, then quantized.
+
+Schedule (after Cool-chic / C3): Adam with a cosine learning rate; additive uniform noise on
+the latents for the first part, then hard rounding with straight-through gradients (and the
+coded, rounded mean in the rate). Each iteration also renders a random prefix of the layers
+(finer grids at zero) and adds its distortion, so every preview is trained. Finally each
+network's weights are quantized with the power-of-two step that minimises the loss.
+"""
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from . import nets
+from .nets import GRIDS
+
+
+@dataclass
+class FitConfig:
+    lmbda: float
+    iters: int
+    arm_hidden: int = 16
+    synth_hidden: int = 16
+    lr: float = 5e-2                # latents
+    net_lr: float = 1e-2            # networks
+    prefix_weight: float = 0.25     # weight of the random-prefix distortion term
+    noise_frac: float = 0.75        # share of iterations with noise (then straight-through rounding)
+    seed: int = 0
+
+
+class Fitted(nn.Module):
+    """The per-image state being fitted."""
+
+    def __init__(self, height: int, width: int, cfg: FitConfig, channels: int = 3):
+        super().__init__()
+        self.sizes = nets.grid_sizes(height, width)
+        self.latents = nn.ParameterList([nn.Parameter(torch.zeros(1, 1, h, w)) for h, w in self.sizes])
+        self.arm = nets.EntropyModel(cfg.arm_hidden)
+        self.synth = nets.Synthesis(cfg.synth_hidden, channels)
+        # all grids' context indices into the concatenated padded vectors, built once
+        par_off = pad_off = self_off = 0
+        parts = {k: [] for k in ("a_par", "b_par", "b_nb", "a_self", "b_self")}
+        for h, w in self.sizes:
+            g = nets.GridIndex(h, w)
+            parts["a_par"].append(g.a_par + par_off)
+            parts["b_par"].append(g.b_par + par_off)
+            parts["b_nb"].append(g.b_nb + pad_off)
+            parts["a_self"].append(g.a_self + self_off)
+            parts["b_self"].append(g.b_self + self_off)
+            par_off += g.padded
+            pad_off += g.padded
+            self_off += h * w
+        self.index = {k: torch.cat(v) for k, v in parts.items()}
+
+
+def _proxy(y: torch.Tensor, noisy: bool) -> torch.Tensor:
+    if noisy:
+        return y + torch.empty_like(y).uniform_(-0.5, 0.5)
+    return y + (torch.round(y) - y).detach()
+
+
+def contexts(model: Fitted, ys: list[torch.Tensor]):
+    """Context features and values of every latent: ((feats_a, y_a), (feats_b, y_b))."""
+    par = torch.cat([nets.padded_parent(ys[l + 1] if l + 1 < GRIDS else None, model.sizes[l], ys[l].dtype)
+                     for l in range(GRIDS)])
+    pad = torch.cat([nets.padded_grid(y) for y in ys])
+    flat = torch.cat([y.reshape(-1) for y in ys])
+    ix = model.index
+    return ((par[ix["a_par"]], flat[ix["a_self"]]),
+            (torch.cat([par[ix["b_par"]], pad[ix["b_nb"]]], 1), flat[ix["b_self"]]))
+
+
+def latent_bits(model: Fitted, ys: list[torch.Tensor], noisy: bool) -> torch.Tensor:
+    """Bits of all latent grids under the checkerboard model (one batched MLP call per pass)."""
+    bits = 0.0
+    for mlp, (feats, y) in zip((model.arm.a, model.arm.b), contexts(model, ys)):
+        out = mlp(feats)
+        mu, ls = out[:, 0], out[:, 1]
+        if not noisy:
+            mu = mu + (torch.round(mu) - mu).detach()
+        bits = bits + nets.gaussian_bits(y, mu, ls).sum()
+    return bits
+
+
+def render(model: Fitted, ys: list[torch.Tensor], keep: int = GRIDS, synth=None) -> torch.Tensor:
+    """Image from the grids; grids finer than the ``keep`` coarsest are zero."""
+    synth = synth or model.synth
+    ys = [y if l >= GRIDS - keep else torch.zeros_like(y) for l, y in enumerate(ys)]
+    return synth(nets.upsample_grids(ys, model.sizes[0]))
+
+
+# layer k shows the grids coarser than LAYER_FINEST[k] too: layer 1 = grids 6 and 5
+LAYER_KEEP = (2, 3, 4, 5, 6, 7)
+
+
+def fit(x: torch.Tensor, cfg: FitConfig, progress=None) -> tuple[Fitted, list[dict]]:
+    """Fit ``x`` (1, C, H, W) in [0, 1]; returns the model and a log of (iter, loss, psnr, bpp)."""
+    gen_state = torch.random.get_rng_state()
+    torch.manual_seed(cfg.seed)
+    try:
+        return _fit(x, cfg, progress)
+    finally:
+        torch.random.set_rng_state(gen_state)
+
+
+def _fit(x, cfg, progress):
+    h, w = x.shape[-2:]
+    model = Fitted(h, w, cfg, x.shape[1])
+    params = [{"params": list(model.latents), "lr": cfg.lr},
+              {"params": list(model.arm.parameters()) + list(model.synth.parameters()), "lr": cfg.net_lr}]
+    opt = torch.optim.Adam(params)
+    npx = h * w
+    log, t0 = [], time.perf_counter()
+    noise_iters = int(cfg.iters * cfg.noise_frac)
+    for it in range(cfg.iters):
+        frac = it / max(1, cfg.iters)
+        decay = 0.5 * (1 + math.cos(math.pi * frac)) * 0.95 + 0.05
+        for g, base in zip(opt.param_groups, (cfg.lr, cfg.net_lr)):
+            g["lr"] = base * decay
+        noisy = it < noise_iters
+        ys = [_proxy(y, noisy) for y in model.latents]
+        xh = render(model, ys)
+        mse = F.mse_loss(xh, x)
+        bpp = latent_bits(model, ys, noisy) / npx
+        loss = mse + cfg.lmbda * bpp
+        if cfg.prefix_weight > 0:
+            keep = LAYER_KEEP[int(torch.randint(0, len(LAYER_KEEP) - 1, ()).item())]
+            loss = loss + cfg.prefix_weight * F.mse_loss(render(model, ys, keep), x)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        if it % 50 == 0 or it == cfg.iters - 1:
+            psnr = -10 * math.log10(max(float(F.mse_loss(xh.detach().clamp(0, 1), x)), 1e-12))
+            log.append({"iter": it, "loss": float(loss.detach()), "psnr": psnr, "bpp": float(bpp.detach()),
+                        "seconds": time.perf_counter() - t0})
+            if progress:
+                progress(it + 1, cfg.iters, psnr, float(bpp.detach()))
+    return model, log

@@ -1,0 +1,120 @@
+"""Network weights as integers: power-of-two steps searched per network, exact float64 use.
+
+Every weight and bias of a network becomes ``round(w * 2**shift)``; the decoder rebuilds
+``int * 2**-shift`` in float64. With integer latents as inputs, dyadic weights and hidden
+activations rounded to ``2**-ACT_BITS``, every value the entropy model computes is exact in
+float64, so its output is the same on every thread count and BLAS.
+"""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from progcodec.entropy import SCALE_TABLE, scale_index
+
+from . import nets
+
+SHIFTS = range(2, 15)        # candidate steps 2**-2 .. 2**-14
+MAX_SHIFT = 24
+MAX_WEIGHT = 1 << 20         # |integer weight| a stream may carry
+ACT_CLAMP = 4096.0
+
+
+def mlp_tensors(mlp) -> list[torch.Tensor]:
+    return [t for layer in mlp.layers for t in (layer.weight, layer.bias)]
+
+
+def synth_tensors(synth) -> list[torch.Tensor]:
+    return [t for conv in (synth.c1, synth.c2, synth.r1, synth.r2) for t in (conv.weight, conv.bias)]
+
+
+def mlp_shapes(inputs: int, hidden: int) -> list[tuple]:
+    return [(hidden, inputs), (hidden,), (hidden, hidden), (hidden,), (2, hidden), (2,)]
+
+
+def synth_shapes(hidden: int, channels: int) -> list[tuple]:
+    return [(hidden, nets.GRIDS, 1, 1), (hidden,), (channels, hidden, 1, 1), (channels,),
+            (channels, channels, 3, 3), (channels,), (channels, channels, 3, 3), (channels,)]
+
+
+def to_ints(tensors, shift: int) -> list[np.ndarray]:
+    return [np.round(t.detach().double().numpy() * 2.0**shift).astype(np.int32) for t in tensors]
+
+
+def from_ints(ints, shift: int) -> list[torch.Tensor]:
+    return [torch.from_numpy(np.asarray(i, dtype=np.float64) * 2.0**-shift) for i in ints]
+
+
+def coding_scale(ints: np.ndarray) -> int:
+    """Table index of the Gaussian that codes a tensor's integers (its RMS)."""
+    rms = float(np.sqrt(np.mean(np.asarray(ints, dtype=np.float64) ** 2))) if ints.size else 0.0
+    return int(scale_index(np.array([max(rms, 0.11)]))[0])
+
+
+def weight_bits(ints: list[np.ndarray]) -> float:
+    """Estimated bits of integer tensors, each under a zero-mean Gaussian of its RMS scale."""
+    bits = 0.0
+    for a in ints:
+        s = float(SCALE_TABLE[coding_scale(a)])
+        t = torch.from_numpy(a.astype(np.float64))
+        bits += float(nets.gaussian_bits(t, torch.zeros_like(t), torch.full_like(t, math.log(s))).sum())
+    return bits
+
+
+def exact_mlp(params: list[torch.Tensor], f: torch.Tensor) -> torch.Tensor:
+    """The entropy-model MLP on float64 features with dyadic weights; exact arithmetic."""
+    n = len(params) // 2
+    for i in range(n):
+        f = f @ params[2 * i].T + params[2 * i + 1]
+        if i < n - 1:
+            f = torch.round(F.relu(f) * 2.0**nets.ACT_BITS).clamp(max=ACT_CLAMP * 2.0**nets.ACT_BITS)
+            f = f * 2.0**-nets.ACT_BITS
+    return f
+
+
+def synthesize(params: list[torch.Tensor], z: torch.Tensor) -> torch.Tensor:
+    """The synthesis with explicit (float64) weights: same maths as ``nets.Synthesis``."""
+    w1, b1, w2, b2, r1w, r1b, r2w, r2b = params
+    x = F.conv2d(F.relu(F.conv2d(z, w1, b1)), w2, b2)
+    r = F.conv2d(F.pad(x, (1, 1, 1, 1), mode="replicate"), r1w, r1b)
+    x = x + F.conv2d(F.pad(F.relu(r), (1, 1, 1, 1), mode="replicate"), r2w, r2b)
+    return x + 0.5
+
+
+def coded_bits(params: list[torch.Tensor], feats: torch.Tensor, y: torch.Tensor) -> float:
+    """Bits of latents ``y`` under the exact entropy model (rounded means, as coded)."""
+    out = exact_mlp(params, feats)
+    mu = torch.floor(out[:, 0] + 0.5)
+    return float(nets.gaussian_bits(y, mu, out[:, 1]).sum())
+
+
+def search(model, x: torch.Tensor, ys: list[torch.Tensor], lmbda: float) -> dict:
+    """Pick each network's step minimising D + lambda * R (R: latent + weight bits per pixel).
+
+    ``ys``: the final integer latents (float64). Returns ``{"a"|"b"|"s": (shift, ints)}``.
+    """
+    from .fit import contexts
+
+    npx = x.shape[-2] * x.shape[-1]
+    best = {}
+    with torch.no_grad():
+        ctx = contexts(model, ys)
+        for key, mlp, (feats, y) in (("a", model.arm.a, ctx[0]), ("b", model.arm.b, ctx[1])):
+            cands = []
+            for s in SHIFTS:
+                ints = to_ints(mlp_tensors(mlp), s)
+                cost = lmbda * (coded_bits(from_ints(ints, s), feats, y) + weight_bits(ints)) / npx
+                cands.append((cost, s, ints))
+            best[key] = min(cands, key=lambda c: c[0])[1:]
+        z = nets.upsample_grids(ys, model.sizes[0])
+        x64 = x.double()
+        cands = []
+        for s in SHIFTS:
+            ints = to_ints(synth_tensors(model.synth), s)
+            mse = float(F.mse_loss(synthesize(from_ints(ints, s), z).clamp(0, 1), x64))
+            cands.append((mse + lmbda * weight_bits(ints) / npx, s, ints))
+        best["s"] = min(cands, key=lambda c: c[0])[1:]
+    return best

@@ -1,0 +1,141 @@
+"""The fitted-per-image codec: conformance, exact priors, hostile side information, options."""
+import math
+
+import numpy as np
+import pytest
+import torch
+
+import progcodec
+from progcodec import BitstreamError, bitstream, testing
+from progcodec_plugins.overfit import fit, nets, plugin, quant
+
+
+def photo(w=64, h=48):
+    from importlib import resources
+
+    from PIL import Image
+
+    img = Image.open(resources.files("progcodec") / "data" / "default.png").convert("RGB")
+    return img.resize((w, h), Image.LANCZOS)
+
+
+def psnr(a, b):
+    return -10 * math.log10(float(((a - b) ** 2).mean()))
+
+
+def test_conformance_kit():
+    testing.check_plugin("overfit", rates=("lowest", "highest"), max_examples=2, max_side=24)
+
+
+def test_every_prefix_renders_full_size_and_refines():
+    img = photo()
+    data = progcodec.encode(img, model="overfit", iters=120)
+    steps = list(progcodec.decode_stream([data]))
+    assert [s.layer for s in steps] == [1, 2, 3, 4, 5, 6]
+    x = torch.from_numpy(np.array(img)).permute(2, 0, 1).float() / 255
+    quality = [psnr(s.tensor, x) for s in steps]
+    assert all(s.tensor.shape == x.shape for s in steps)
+    assert quality[-1] > quality[0] + 3, quality
+    assert progcodec.info(data).extra["layer_steps"] == [5, 2, 2, 2, 2, 2]
+
+
+def test_more_iterations_fit_better():
+    img = photo()
+    x = torch.from_numpy(np.array(img)).permute(2, 0, 1).float() / 255
+    short = progcodec.decode(progcodec.encode(img, model="overfit", iters=10)).tensor
+    long = progcodec.decode(progcodec.encode(img, model="overfit", iters=150)).tensor
+    assert psnr(long, x) > psnr(short, x) + 2
+
+
+def test_entropy_model_is_exact_whatever_the_summation_order():
+    """Dyadic weights on integer inputs: every partial sum is exact, so the order cannot matter."""
+    g = torch.Generator().manual_seed(0)
+    mlp = nets.MLP(13, 16)
+    with torch.no_grad():
+        for p in mlp.parameters():
+            p.copy_(torch.randn(p.shape, generator=g))
+    params = quant.from_ints(quant.to_ints(quant.mlp_tensors(mlp), 9), 9)
+    feats = torch.randint(-300, 300, (5000, 13), generator=g).double() / 16
+    out = quant.exact_mlp(params, feats)
+    perm = torch.randperm(13, generator=g)
+    shuffled = [p.clone() for p in params]
+    shuffled[0] = shuffled[0][:, perm]
+    assert torch.equal(quant.exact_mlp(shuffled, feats[:, perm]), out)
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        assert torch.equal(quant.exact_mlp(params, feats), out)
+    finally:
+        torch.set_num_threads(before)
+
+
+def _stream_with_side(**changes):
+    data = progcodec.encode(photo(32, 24), model="overfit", iters=5)
+    header, frames = bitstream.read(data)
+    side = bitstream.unpack_side(header)
+    side.update(changes)
+    packed, codec = bitstream.pack_side(side)
+    from dataclasses import replace
+
+    header = replace(header, side=packed, extra={**header.extra, "side_codec": codec})
+    return bitstream.write(header, [(f.payload, f.prior_check) for f in frames])
+
+
+@pytest.mark.parametrize("changes", [
+    {"ah": 10**9}, {"sh": 0}, {"ah": "16"}, {"q": [2, 2, 400]}, {"q": [1]}, {"ws": b"\x00"},
+    {"ws": bytes([200] * 20)}, {"v": 2},
+])
+def test_hostile_side_information_is_refused_before_allocation(changes):
+    with pytest.raises(BitstreamError):
+        progcodec.decode(_stream_with_side(**changes))
+
+
+def test_a_wrong_step_count_is_refused():
+    data = progcodec.encode(photo(32, 24), model="overfit", iters=5)
+    header, frames = bitstream.read(data)
+    from dataclasses import replace
+
+    header = replace(header, extra={**header.extra, "layer_steps": [5, 2, 2, 2, 2, 3]})
+    bad = bitstream.write(header, [(f.payload, f.prior_check) for f in frames])
+    with pytest.raises(progcodec.HeaderError):
+        progcodec.decode(bad)
+
+
+def test_options_and_custom_rate():
+    img = photo(32, 24)
+    with pytest.raises(TypeError, match="no encode option"):
+        progcodec.encode(img, model="overfit", quality=3)
+    with pytest.raises(TypeError, match="no encode option"):
+        progcodec.encode(img, model="pyramid", effort="fast")
+    with pytest.raises(ValueError, match="effort"):
+        progcodec.encode(img, model="overfit", effort="ludicrous")
+    data = progcodec.encode(img, model="overfit", lmbda=0.01, iters=5)
+    assert progcodec.info(data).rate == "custom"
+    assert progcodec.decode(data).final
+
+
+def test_target_bpp_search_moves_lambda_the_right_way():
+    x = torch.from_numpy(np.array(photo())).permute(2, 0, 1)[None].float() / 255
+    low = plugin.search_lambda(x, 0.5, 100, 0.003)
+    high = plugin.search_lambda(x, 4.0, 100, 0.003)
+    assert high < low
+
+
+def test_progress_is_reported():
+    seen = []
+    progcodec.encode(photo(32, 24), model="overfit", iters=60, progress=lambda *a: seen.append(a))
+    assert seen and seen[-1][0] == 60 and seen[-1][1] == 60
+
+
+def test_preview_objective_improves_previews():
+    img = photo()
+    x = torch.from_numpy(np.array(img)).permute(2, 0, 1)[None].float() / 255
+    got = {}
+    for w in (0.0, 0.5):
+        cfg = fit.FitConfig(lmbda=0.003, iters=150, prefix_weight=w)
+        with torch.enable_grad():
+            fitted, _ = fit.fit(x, cfg)
+        ys = [torch.round(y.detach()) for y in fitted.latents]
+        with torch.no_grad():
+            got[w] = psnr(fit.render(fitted, ys, keep=4).clamp(0, 1), x)
+    assert got[0.5] > got[0.0] + 1, got
