@@ -1,12 +1,18 @@
 """Encode / decode latency, time to first preview, peak memory and scaling, per plugin.
 
     python benchmarks/speed.py [--runs 3] [--sizes 256 512 1024 2048] [--device cpu]
+    python benchmarks/speed.py --threads [--thread-counts 1 2] [--load N] [--plugins pyramid qres-vae]
 
 Each plugin is measured in a fresh subprocess (so peak RSS is its own) on a 768x512
 held-out photo: median of ``--runs`` runs of encode, full decode (only the final layer is
 rendered, as a fast link would), and time to the first preview (header + layer 1 decoded
 and rendered). Then one encode and decode per square size. The bmshj2018-hyperprior
 architecture (benchmarks/anchor.py) is measured alongside as the field's speed anchor.
+
+``--threads``: encode and full-decode time per torch thread count, on the machine as it is
+("idle") and with ``--load`` busy-looping processes (default: one per CPU) competing for it
+("loaded"), each run in a fresh subprocess with ``torch.set_num_threads`` set first. This is
+what progcodec's thread defaults (progcodec/threads.py) were chosen from.
 """
 from __future__ import annotations
 
@@ -88,6 +94,51 @@ def measure_anchor(img, sizes, runs, queue):
                    scaling=scaling))
 
 
+def measure_threads(name, img, threads, runs, queue):
+    torch.set_num_threads(threads)
+    progcodec.registry.load(name)
+    progcodec.encode(img.resize((64, 64)), model=name)  # warm-up
+    enc, data = timed(lambda: progcodec.encode(img, model=name), runs)
+    dec, _ = timed(lambda: full_decode(data), runs)
+    queue.put(dict(name=name, threads=threads, enc=enc, dec=dec))
+
+
+def _busy():
+    while True:
+        pass
+
+
+def thread_table(names, img, counts, runs, load):
+    """Rows of (model, threads, idle enc/dec, loaded enc/dec)."""
+    import os
+
+    results = {}
+    for loaded in (False, True):
+        hogs = []
+        if loaded:
+            ctx = mp.get_context("spawn")
+            hogs = [ctx.Process(target=_busy, daemon=True) for _ in range(load)]
+            for h in hogs:
+                h.start()
+        try:
+            for name in names:
+                for n in counts:
+                    results[name, n, loaded] = in_subprocess(measure_threads, name, img, n, runs)
+        finally:
+            for h in hogs:
+                h.terminate()
+                h.join()
+    print(f"{img.width}x{img.height} photo, CPU ({os.cpu_count()} logical CPUs), torch {torch.__version__},"
+          f" median of {runs} runs; loaded = {load} busy-looping processes alongside\n")
+    print("| model | torch threads | encode idle (s) | full decode idle (s) | encode loaded (s) | full decode loaded (s) |")
+    print("|---|---:|---:|---:|---:|---:|")
+    for name in names:
+        for n in counts:
+            i, l = results[name, n, False], results[name, n, True]
+            print(f"| {name} | {n} | {i['enc']:.3f} | {i['dec']:.3f} | {l['enc']:.3f} | {l['dec']:.3f} |")
+    return results
+
+
 def in_subprocess(target, *args):
     ctx = mp.get_context("spawn")
     queue = ctx.Queue()
@@ -105,8 +156,17 @@ def main():
     ap.add_argument("--plugins", nargs="*")
     ap.add_argument("--image", help="a 768x512 photo (default: the first held-out test photo)")
     ap.add_argument("--no-anchor", action="store_true")
+    ap.add_argument("--threads", action="store_true", help="measure torch thread counts, idle and loaded")
+    ap.add_argument("--thread-counts", type=int, nargs="+", default=[1, 2])
+    ap.add_argument("--load", type=int, help="busy processes for the loaded runs (default: one per CPU)")
     a = ap.parse_args()
     img = Image.open(a.image).convert("RGB") if a.image else test_images(limit=1)[0][1]
+    if a.threads:
+        import os
+
+        thread_table(loadable_plugins(a.plugins or ["pyramid", "qres-vae"]), img, a.thread_counts, a.runs,
+                     a.load if a.load is not None else os.cpu_count())
+        return
     rows = [in_subprocess(measure_plugin, n, img, a.sizes, a.runs) for n in loadable_plugins(a.plugins)]
     if not a.no_anchor:
         rows.append(in_subprocess(measure_anchor, img, a.sizes, a.runs))

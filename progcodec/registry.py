@@ -67,6 +67,9 @@ def get_class(name: str) -> type:
 
 def load(name: str, rate: str | None = None) -> Model:
     """A ready model instance, cached per ``(name, rate)`` and shared (models are read-only)."""
+    from . import threads
+
+    threads.ensure()  # the process's torch thread count, decided once (progcodec/threads.py)
     cls = get_class(name)
     key = (name, rate or cls.default_rate)
     with _lock:

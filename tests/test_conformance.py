@@ -1,14 +1,32 @@
-"""Every installed plugin passes the conformance kit that plugin authors run."""
+"""Every installed plugin passes the conformance kit that plugin authors run.
+
+The default run keeps images small (about one stride block beyond the plugin's stride),
+draws 2 hypothesis examples per check and cuts the stream at 3 layer boundaries (first,
+middle, last), every rate point included: seconds per plugin. (The kit's own default cuts at
+every boundary, O(layers²) decodes: most of the 12-layer qres-vae check's time.)
+``PROGCODEC_EXHAUSTIVE=1`` runs the kit as plugin authors do and more (the kit's default
+image sizes, ``PROGCODEC_EXHAUSTIVE_EXAMPLES`` examples per check, default 25).
+"""
+import os
+
 import pytest
 
 from progcodec import PriorMismatchError, registry, testing
 
 PLUGINS = [p.name for p in registry.plugins()]
+EXHAUSTIVE = os.environ.get("PROGCODEC_EXHAUSTIVE", "") not in ("", "0")
+
+
+def kit_options(name: str) -> dict:
+    if EXHAUSTIVE:
+        return dict(max_examples=int(os.environ.get("PROGCODEC_EXHAUSTIVE_EXAMPLES", "25")))
+    stride = registry.get_class(name).stride
+    return dict(max_examples=2, max_side=max(stride, 24), max_cuts=3)
 
 
 @pytest.mark.parametrize("name", PLUGINS)
 def test_plugin_conforms(name):
-    testing.check_plugin(name)
+    testing.check_plugin(name, **kit_options(name))
 
 
 def test_kit_catches_an_impure_prior():

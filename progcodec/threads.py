@@ -1,0 +1,113 @@
+"""How many CPU threads torch may use for progcodec's model work.
+
+``torch.set_num_threads`` is **process-global**: one intra-op pool serves every thread of the
+process, and each Python thread that runs a torch op at the same time brings its own team
+of that size. So progcodec decides once per process, not per call:
+
+* ``progcodec.set_threads(n)``, ``PROGCODEC_THREADS=n`` or the CLI's ``--threads n`` set n.
+* Otherwise, the first time progcodec loads a model it applies :func:`default_threads` —
+  unless the process already chose (``OMP_NUM_THREADS`` / ``MKL_NUM_THREADS`` set, or
+  ``torch.set_num_threads`` called with another value since progcodec was imported), which
+  it then leaves alone.
+* The HTTP server runs several decodes at once: it uses 1 torch thread per decode and at
+  most one concurrent decode per CPU (``ProgcodecServer(max_decodes=...)``), so N decodes
+  never run more than N busy threads. The Tk viewer decodes one stream in one worker
+  thread and uses the library default.
+
+Why these defaults (``python benchmarks/speed.py --threads``, README "Threads"): on a
+2-core machine with other work running, torch's default team spins against the other
+load (a qres-vae decode took 6x longer than with one thread), while a second thread
+gains little even when the machine is idle. The default is therefore 1 thread on machines
+with up to 4 CPUs and half the CPUs, at most 4, on larger ones.
+"""
+from __future__ import annotations
+
+import os
+import threading
+
+import torch
+
+ENV = "PROGCODEC_THREADS"
+_lock = threading.Lock()
+_torch_at_import = torch.get_num_threads()
+_chosen: int | None = None  # set by set_threads
+_applied = False
+
+
+def _parse(value: str) -> int:
+    try:
+        n = int(value)
+    except ValueError:
+        n = 0
+    if n < 1:
+        raise ValueError(f"{ENV}={value!r}: expected a whole number of threads >= 1")
+    return n
+
+
+def default_threads(cpus: int | None = None) -> int:
+    """The library default: 1 on up to 4 CPUs, else half of them, at most 4."""
+    cpus = cpus or os.cpu_count() or 1
+    return 1 if cpus <= 4 else min(4, cpus // 2)
+
+
+def set_threads(n: int) -> None:
+    """Use ``n`` torch threads from now on (process-wide: it calls ``torch.set_num_threads``)."""
+    global _chosen, _applied
+    if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+        raise ValueError(f"threads must be a whole number >= 1, got {n!r}")
+    with _lock:
+        _chosen, _applied = n, True
+        torch.set_num_threads(n)
+
+
+def get_threads() -> int:
+    """Torch's current intra-op thread count."""
+    return torch.get_num_threads()
+
+
+def user_chose() -> bool:
+    """True when the process picked a thread count itself (environment, set_threads or a torch call)."""
+    if _chosen is not None or os.environ.get(ENV):
+        return True
+    if any(os.environ.get(v) for v in ("OMP_NUM_THREADS", "MKL_NUM_THREADS")):
+        return True
+    return torch.get_num_threads() not in (_torch_at_import, _ours)
+
+
+_ours: int | None = None  # the count progcodec itself applied
+
+
+def ensure(role: str = "library") -> int:
+    """Apply the policy (called when a model is loaded, and by the server); returns the count in use.
+
+    ``role="library"``: once per process, :func:`default_threads` unless the process chose.
+    ``role="server"``: 1 thread per decode (the server runs decodes side by side, bounded by its
+    CPU slots) unless the process chose explicitly.
+    """
+    global _applied, _ours
+    if role not in ("library", "server"):
+        raise ValueError(f"unknown role {role!r}")
+    with _lock:
+        env = os.environ.get(ENV)
+        if env and not _chosen:
+            n = _parse(env)
+        elif user_chose():
+            n = None
+        elif role == "server":
+            n = 1
+        elif not _applied:
+            n = default_threads()
+        else:
+            n = None
+        _applied = True
+        if n is not None and torch.get_num_threads() != n:
+            torch.set_num_threads(n)
+        if n is not None:
+            _ours = n
+    return torch.get_num_threads()
+
+
+def decode_slots(cpus: int | None = None) -> int:
+    """How many decodes may compute at once without more busy threads than CPUs."""
+    cpus = cpus or os.cpu_count() or 1
+    return max(1, cpus // max(1, torch.get_num_threads()))
