@@ -12,11 +12,13 @@ from .errors import (BitstreamError, ChecksumError, ConcurrentUseError, DecodeOS
 from .limits import LIMITS, Limits
 from .plugin import Analysis, LayerDecoder, Model
 from .stream import DecodeStep, StreamDecoder, adecode_stream, decode_stream
+from .threads import get_threads, set_threads
 from . import pillow  # noqa: E402,F401  (registers the .pcs format with Pillow)
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "set_threads", "get_threads",
     "encode", "decode", "decode_stream", "adecode_stream", "info", "truncate", "StreamDecoder", "DecodeStep",
     "Header", "Model", "LayerDecoder", "Analysis", "LIMITS", "Limits", "ProgcodecError", "BitstreamError",
     "FormatError", "UnsupportedVersionError", "HeaderError", "ChecksumError", "TruncatedError",
