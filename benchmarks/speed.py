@@ -160,6 +160,8 @@ def main():
     ap.add_argument("--thread-counts", type=int, nargs="+", default=[1, 2])
     ap.add_argument("--load", type=int, help="busy processes for the loaded runs (default: one per CPU)")
     a = ap.parse_args()
+    # our own streams are trusted: the untrusted-input decode budget would refuse the 2048² runs
+    progcodec.LIMITS.max_decode_bytes = 1 << 40
     img = Image.open(a.image).convert("RGB") if a.image else test_images(limit=1)[0][1]
     if a.threads:
         import os

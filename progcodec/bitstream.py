@@ -96,13 +96,18 @@ def _unzstd(data: bytes, cap: int) -> bytes:
         raise errors.LimitError(f"side information declares {declared} bytes, over the {cap}-byte limit")
     window = 1 << max(20, (max(cap, 1) - 1).bit_length())
     dctx = zstandard.ZstdDecompressor(max_window_size=window)
-    with dctx.stream_reader(data, read_across_frames=True, read_size=65536) as reader:
-        out = reader.read(cap + 1)
-        while len(out) <= cap:  # read() may stop at a frame boundary
-            more = reader.read(cap + 1 - len(out))
-            if not more:
-                break
-            out += more
+    try:
+        with dctx.stream_reader(data, read_across_frames=True, read_size=65536) as reader:
+            out = reader.read(cap + 1)
+            while len(out) <= cap:  # read() may stop at a frame boundary
+                more = reader.read(cap + 1 - len(out))
+                if not more:
+                    break
+                out += more
+    except zstandard.ZstdError as exc:
+        if "memory" in str(exc):  # a window larger than the limit allows
+            raise errors.LimitError(f"side information needs a larger zstd window than the limit allows: {exc}") from None
+        raise
     if len(out) > cap:
         raise errors.LimitError(f"side information exceeds the {cap}-byte limit")
     return out
@@ -120,9 +125,14 @@ def unpack_bounded(data: bytes, limits: Limits, what: str, strict_map_key: bool 
         return obj
 
     n = min(len(data), cap)
-    obj = msgpack.unpackb(data, raw=False, strict_map_key=strict_map_key,
-                          max_str_len=len(data), max_bin_len=len(data), max_ext_len=len(data),
-                          max_array_len=n, max_map_len=n, object_hook=count, list_hook=count)
+    try:
+        obj = msgpack.unpackb(data, raw=False, strict_map_key=strict_map_key,
+                              max_str_len=len(data), max_bin_len=len(data), max_ext_len=len(data),
+                              max_array_len=n, max_map_len=n, object_hook=count, list_hook=count)
+    except ValueError as exc:
+        if "exceeds max_" in str(exc):
+            raise errors.LimitError(f"{what}: {exc}") from None
+        raise
     stack = [(obj, 1)]
     while stack:  # iterative: a deep nesting must not recurse here
         node, depth = stack.pop()

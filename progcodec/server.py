@@ -17,9 +17,13 @@ Responses carry ``X-Progcodec-Layers`` (layers in the representation) and
 layers with Range requests.
 
 Safety: files are served only from under DIR (no ``..``, hidden or non-.pcs paths, symlinks
-leading out), the default bind is 127.0.0.1, every connection has a socket timeout and handles
-one request, connections and concurrent decodes are capped (503 beyond), query values are
-validated (400).
+leading out or to hidden files or folders: every path component is resolved and checked), the
+default bind is 127.0.0.1, every connection has a socket timeout and handles one request, the
+whole request head must arrive within ``head_timeout`` (10 s; slowloris), connections are
+capped (32) and so is each client IP (8), the last 4 slots only admit clients holding none;
+concurrent decodes are capped (4, half of them at most for client-throttled /events), 503
+beyond; query values are validated (400, ASCII digits only). Every response, error pages
+included, carries ``X-Content-Type-Options: nosniff``; pages and error pages a CSP.
 """
 from __future__ import annotations
 
@@ -51,6 +55,7 @@ MIN_CLIENT_RATE = 1000.0          # bytes/s: ?throttle= below this is refused
 STATIC_TYPES = {".js": "text/javascript; charset=utf-8", ".css": "text/css; charset=utf-8",
                 ".png": "image/png", ".svg": "image/svg+xml", ".ico": "image/x-icon"}
 PAGE_CSP = "default-src 'self'; img-src 'self' data:; style-src 'self'; object-src 'none'; base-uri 'none'"
+ERROR_CSP = "default-src 'none'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'"
 
 
 class Problem(Exception):
@@ -64,7 +69,7 @@ class Problem(Exception):
 def parse_range(value: str, size: int):
     """``(start, end)`` (inclusive) of a single ``bytes=`` range, ``None`` to ignore it, or
     ``"unsatisfiable"``. Multiple or malformed ranges are ignored (RFC 9110 allows that)."""
-    m = re.fullmatch(r"\s*bytes\s*=\s*(\d{0,18})\s*-\s*(\d{0,18})\s*", value or "")
+    m = re.fullmatch(r"\s*bytes\s*=\s*([0-9]{0,18})\s*-\s*([0-9]{0,18})\s*", value or "")
     if not m or not (m[1] or m[2]):
         return None
     if m[1]:
@@ -107,6 +112,28 @@ class Handler(BaseHTTPRequestHandler):
     def setup(self):
         self.timeout = self.server.request_timeout  # socket timeout for every read and write
         super().setup()
+        # the whole request head (request line + headers) must arrive within head_timeout:
+        # the socket timeout alone is per read, so a header line every few seconds held a slot
+        self._deadline_io = _DeadlineReader(self.connection, self.timeout,
+                                            time.monotonic() + self.server.head_timeout)
+        self.rfile = io.BufferedReader(self._deadline_io, 65536)
+
+    def parse_request(self):
+        ok = super().parse_request()
+        self._deadline_io.deadline = None  # the head is in; GET/HEAD have no body to read
+        return ok
+
+    def end_headers(self):
+        # every response, error pages included, says what it is and forbids sniffing
+        self.send_header("X-Content-Type-Options", "nosniff")
+        if getattr(self, "_error_page", False):
+            self.send_header("Content-Security-Policy", ERROR_CSP)
+        super().end_headers()
+
+    def send_error(self, code, message=None, explain=None):
+        """http.server's own error pages (bad request line, 414, 501...) with nosniff and a CSP."""
+        self._error_page = True
+        super().send_error(code, message, explain)
 
     def log_message(self, fmt, *args):
         if not self.server.quiet:
@@ -157,6 +184,7 @@ class Handler(BaseHTTPRequestHandler):
 
     def _send_plain(self, status: int, message: str, headers: dict | None = None):
         body = (message + "\n").encode()
+        self._error_page = status >= 400
         self.send_response(status)
         self.send_header("Content-Type", "text/plain; charset=utf-8")
         self.send_header("Content-Length", str(len(body)))
@@ -172,7 +200,6 @@ class Handler(BaseHTTPRequestHandler):
         self.send_header("Content-Type", content_type)
         self.send_header("Content-Length", str(len(body)))
         self.send_header("Connection", "close")
-        self.send_header("X-Content-Type-Options", "nosniff")
         if csp:
             self.send_header("Content-Security-Policy", PAGE_CSP)
         self.end_headers()
@@ -191,7 +218,7 @@ class Handler(BaseHTTPRequestHandler):
         value = self._param("layers")
         if value is None:
             return None
-        if not re.fullmatch(r"\d{1,6}", value) or int(value) < 1:
+        if not re.fullmatch(r"[0-9]{1,6}", value) or int(value) < 1:  # ASCII only: int() reads other digits
             raise Problem(400, f"layers must be a whole number >= 1, not {value[:20]!r}")
         return int(value)
 
@@ -221,11 +248,8 @@ class Handler(BaseHTTPRequestHandler):
                 or any(p in ("", ".", "..") or p.startswith(".") for p in parts)):
             raise Problem(404, "not found")
         root = self.server.root
-        try:
-            path = (root / rel).resolve(strict=True)
-        except (OSError, RuntimeError):
-            raise Problem(404, "not found") from None
-        if not path.is_relative_to(root) or path.suffix.lower() not in suffixes or not path.is_file():
+        path = visible_path(root, parts)
+        if path is None or path.suffix.lower() not in suffixes or not path.is_file():
             raise Problem(404, "not found")
         return path
 
@@ -309,7 +333,7 @@ class Handler(BaseHTTPRequestHandler):
                              mimetypes.guess_type(path.name)[0] or "application/octet-stream")
             if span:
                 self.send_header("Content-Range", f"bytes {start}-{end}/{size}")
-            chunked = chunked and not span and not self._head
+            chunked = chunked and not span  # HEAD answers with the headers GET would send
             if chunked:
                 self.send_header("Transfer-Encoding", "chunked")
             else:
@@ -349,6 +373,16 @@ class Handler(BaseHTTPRequestHandler):
     def _events(self, rel: str):
         path = self._resolve(rel)
         layers, rate = self._layers_param(), self._rate()
+        slow = self._param("throttle") is not None and rate is not None and rate != self.server.throttle
+        if slow and not self.server.slow_decode_slots.acquire(blocking=False):
+            raise Problem(503, "too many client-throttled decodes in progress", {"Retry-After": "2"})
+        try:
+            self._events_slot(path, layers, rate)
+        finally:
+            if slow:
+                self.server.slow_decode_slots.release()
+
+    def _events_slot(self, path: Path, layers: int | None, rate: float | None):
         if not self.server.decode_slots.acquire(timeout=self.server.decode_wait):
             raise Problem(503, "too many decodes in progress", {"Retry-After": "2"})
         try:
@@ -418,6 +452,41 @@ class Handler(BaseHTTPRequestHandler):
                              "bpp": round(last.bpp, 4), "elapsed": round(time.monotonic() - t0, 3)})
 
 
+def visible_path(root: Path, parts) -> Path | None:
+    """``root/parts`` resolved, or None if it, or any folder on the way once symlinks are
+    resolved, lies outside ``root`` or is hidden (a name starting with a dot)."""
+    cur = root
+    for i, part in enumerate(parts):
+        cur = cur / part
+        try:
+            real = cur.resolve(strict=True)
+        except (OSError, RuntimeError):
+            return None
+        if not real.is_relative_to(root) or any(p.startswith(".") for p in real.relative_to(root).parts):
+            return None
+    return real if parts else None
+
+
+class _DeadlineReader(io.RawIOBase):
+    """The request's socket reads, failing with ``TimeoutError`` once ``deadline`` passed."""
+
+    def __init__(self, sock, timeout: float | None, deadline: float | None):
+        self.sock, self.timeout, self.deadline = sock, timeout, deadline
+
+    def readable(self):
+        return True
+
+    def readinto(self, b):
+        if self.deadline is not None:
+            left = self.deadline - time.monotonic()
+            if left <= 0:
+                raise TimeoutError("the request head did not arrive in time")
+            self.sock.settimeout(left if self.timeout is None else min(self.timeout, left))
+        elif self.timeout is not None:
+            self.sock.settimeout(self.timeout)
+        return self.sock.recv_into(b)
+
+
 def _file_pieces(f, start: int, length: int, size: int = 65536):
     f.seek(start)
     while length > 0:
@@ -436,6 +505,7 @@ class ProgcodecServer(ThreadingHTTPServer):
 
     def __init__(self, root, address=("127.0.0.1", 8000), throttle: float | str | None = None,
                  max_connections: int = 32, max_decodes: int = 4, request_timeout: float = 30.0,
+                 max_per_client: int = 8, reserved_slots: int = 4, head_timeout: float = 10.0,
                  quiet: bool = False, suffixes: tuple[str, ...] = (".pcs",)):
         self.root = Path(root).resolve(strict=True)
         self.suffixes = tuple(x.lower() for x in suffixes)  # /files/ serves these (benchmarks add .jpg)
@@ -443,8 +513,14 @@ class ProgcodecServer(ThreadingHTTPServer):
             raise NotADirectoryError(f"{root} is not a folder")
         self.throttle = parse_rate(throttle) if isinstance(throttle, str) else (throttle or None)
         self.request_timeout, self.quiet = request_timeout, quiet
-        self.connection_slots = threading.BoundedSemaphore(max_connections)
+        self.max_connections, self.max_per_client = max_connections, max(1, min(max_per_client, max_connections))
+        self.reserved_slots = min(reserved_slots, max_connections - 1)
+        self.head_timeout = head_timeout
+        self._conn_lock, self._active, self._per_client = threading.Lock(), 0, {}
         self.decode_slots = threading.BoundedSemaphore(max_decodes)
+        # responses slowed by the client's own ?throttle= hold a decode slot for the whole file:
+        # they may take only half of them, the rest stay for clients that read at full speed
+        self.slow_decode_slots = threading.BoundedSemaphore(max(1, max_decodes // 2))
         self.decode_wait = 5.0
         if ":" in address[0]:
             self.address_family = socket.AF_INET6
@@ -462,15 +538,36 @@ class ProgcodecServer(ThreadingHTTPServer):
             rel = path.relative_to(self.root)
             if any(p.startswith(".") for p in rel.parts) or not path.is_file():
                 continue
-            if not path.resolve().is_relative_to(self.root):
+            if visible_path(self.root, rel.parts) is None:  # a symlink out, or to a hidden file
                 continue
             out.append(path)
             if len(out) >= limit:
                 break
         return out
 
+    def _admit(self, client: str) -> bool:
+        """Take a connection slot for ``client`` (an IP): at most ``max_per_client`` each, and
+        the last ``reserved_slots`` only for clients holding none, so new clients get in."""
+        with self._conn_lock:
+            mine = self._per_client.get(client, 0)
+            free = self.max_connections - self._active
+            if mine >= self.max_per_client or free <= 0 or (mine and free <= self.reserved_slots):
+                return False
+            self._active += 1
+            self._per_client[client] = mine + 1
+            return True
+
+    def _release(self, client: str) -> None:
+        with self._conn_lock:
+            self._active -= 1
+            left = self._per_client.get(client, 1) - 1
+            if left > 0:
+                self._per_client[client] = left
+            else:
+                self._per_client.pop(client, None)
+
     def process_request(self, request, client_address):
-        if not self.connection_slots.acquire(blocking=False):
+        if not self._admit(client_address[0]):
             try:
                 request.sendall(b"HTTP/1.1 503 Service Unavailable\r\nRetry-After: 1\r\n"
                                 b"Content-Length: 0\r\nConnection: close\r\n\r\n")
@@ -481,14 +578,14 @@ class ProgcodecServer(ThreadingHTTPServer):
         try:
             super().process_request(request, client_address)
         except BaseException:
-            self.connection_slots.release()
+            self._release(client_address[0])
             raise
 
     def process_request_thread(self, request, client_address):
         try:
             super().process_request_thread(request, client_address)
         finally:
-            self.connection_slots.release()
+            self._release(client_address[0])
 
 
 def is_loopback(host: str) -> bool:

@@ -62,6 +62,7 @@ class QResVAE(Model):
     default_rate = "high"
     channels = 3
     stride = 64
+    decode_bytes_per_pixel = 850  # measured 403-645 B/px (benchmarks/hostile.py --measure), +30%
     layer_names = tuple(f"z{i + 1}-1/{s}" for i, s in enumerate((64, 32, 32, 16, 16, 16, 8, 8, 8, 4, 4, 4)))
     description = "QRes-VAE (Duan et al. 2023), 12 latent blocks, scaled down"
 

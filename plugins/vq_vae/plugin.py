@@ -101,6 +101,7 @@ class VQVAE(Model):
     default_rate = "k256"
     channels = 3
     stride = 16
+    decode_bytes_per_pixel = 850  # measured 587-654 B/px (benchmarks/hostile.py --measure), +30%
     layer_names = ("top-1/16", "bottom-1/4")
     description = "two-level VQ-VAE; top codes with a marginal prior, bottom codes with a learned conditional prior"
 
