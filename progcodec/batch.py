@@ -128,6 +128,23 @@ def existing_output(src: Path, dst: Path, model: str, rate: str) -> bitstream.He
     return header
 
 
+def _previous_records(manifest: Path) -> dict[str, dict]:
+    """output -> record of an earlier run's manifest (encoded or skipped ones), if it is readable."""
+    out = {}
+    try:
+        with open(manifest, encoding="utf-8") as f:
+            for line in f:
+                try:
+                    rec = json.loads(line)
+                except ValueError:
+                    continue  # a line cut by a kill
+                if isinstance(rec, dict) and rec.get("status") in ("encoded", "skipped") and "output" in rec:
+                    out[rec["output"]] = rec
+    except OSError:
+        pass
+    return out
+
+
 def _stale_temporaries(dst: Path) -> list[Path]:
     return list(dst.parent.glob(f".{dst.name}.*{_TMP_SUFFIX}")) if dst.parent.is_dir() else []
 
@@ -327,8 +344,9 @@ def encode_many(paths_or_dir, out_dir, model: str = registry.DEFAULT_MODEL, rate
     records: list[dict] = []
     timing = {"startup": 0.0}
     manifest_path = (out / MANIFEST_NAME) if manifest is True else (Path(manifest) if manifest else None)
-    mf = None
+    mf, before = None, {}
     if manifest_path is not None:
+        before = _previous_records(manifest_path)
         manifest_path.parent.mkdir(parents=True, exist_ok=True)
         mf = open(manifest_path, "w", encoding="utf-8")
 
@@ -343,15 +361,19 @@ def encode_many(paths_or_dir, out_dir, model: str = registry.DEFAULT_MODEL, rate
     try:
         jobs = []
         for src, dst in pairs:
+            for tmp in _stale_temporaries(dst):  # left by a process killed mid-write
+                tmp.unlink(missing_ok=True)
             header = None if force else existing_output(src, dst, model, rate)
             if header is not None:
                 size = dst.stat().st_size
-                emit({"input": str(src), "output": str(dst), "model": model, "rate": rate, "bytes": size,
-                      "bpp": round(8 * size / (header.width * header.height), 5), "encode_seconds": None,
-                      "psnr": None, "status": "skipped", "error": None})
+                old = before.get(str(dst), {})  # keep what the run that wrote it measured
+                if old.get("bytes") != size:
+                    old = {}
+                emit({**old, "input": str(src), "output": str(dst), "model": model, "rate": rate, "bytes": size,
+                      "bpp": round(8 * size / (header.width * header.height), 5),
+                      "encode_seconds": old.get("encode_seconds"), "psnr": old.get("psnr"), "status": "skipped",
+                      "error": None})
                 continue
-            for tmp in _stale_temporaries(dst):  # left by a process killed mid-write
-                tmp.unlink(missing_ok=True)
             jobs.append(Job(str(src), str(dst), model, rate, verify, measure, torch_threads, limits))
         if jobs:
             _run(jobs, client, workers, memory_limit, max_in_flight, retries, emit, timing)

@@ -191,7 +191,10 @@ def test_an_interrupted_run_resumes_where_it_stopped(client, tmp_path):
     assert str(done[0]) in {r["input"] for r in result.encoded}
     assert all(batch.existing_output(p, out_of(src, out, p), "pyramid", "medium") for p in paths)
     assert not list(out.rglob("*.tmp"))
-    assert len(batch.encode_many(src, out, client=client).skipped) == 6
+    again = batch.encode_many(src, out, client=client, measure=True)
+    assert len(again.skipped) == 6
+    carried = {r["output"]: r["encode_seconds"] for r in again.skipped}
+    assert all(carried[r["output"]] == r["encode_seconds"] for r in result.encoded)  # from the run that encoded it
     assert len(batch.encode_many(src, out, client=client, force=True).encoded) == 6
     assert len(batch.encode_many(src, out, rate="high", client=client).encoded) == 6  # other rate: redone
 
