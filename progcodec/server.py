@@ -423,7 +423,7 @@ class Handler(BaseHTTPRequestHandler):
                     bucket.take(len(chunk))
                 received += len(chunk)
                 try:
-                    with torch.inference_mode():
+                    with self.server.cpu_slots, torch.inference_mode():  # at most cpu_slots decoding at once
                         steps = dec.feed(chunk)
                 except errors.ProgcodecError as exc:
                     return fail("damaged", exc)
@@ -506,7 +506,7 @@ class ProgcodecServer(ThreadingHTTPServer):
     def __init__(self, root, address=("127.0.0.1", 8000), throttle: float | str | None = None,
                  max_connections: int = 32, max_decodes: int = 4, request_timeout: float = 30.0,
                  max_per_client: int = 8, reserved_slots: int = 4, head_timeout: float = 10.0,
-                 quiet: bool = False, suffixes: tuple[str, ...] = (".pcs",)):
+                 quiet: bool = False, suffixes: tuple[str, ...] = (".pcs",), cpu_slots: int | None = None):
         self.root = Path(root).resolve(strict=True)
         self.suffixes = tuple(x.lower() for x in suffixes)  # /files/ serves these (benchmarks add .jpg)
         if not self.root.is_dir():
@@ -521,6 +521,12 @@ class ProgcodecServer(ThreadingHTTPServer):
         # responses slowed by the client's own ?throttle= hold a decode slot for the whole file:
         # they may take only half of them, the rest stay for clients that read at full speed
         self.slow_decode_slots = threading.BoundedSemaphore(max(1, max_decodes // 2))
+        # threads (progcodec/threads.py): 1 torch thread per decode unless the process chose, and
+        # no more decodes computing at once than CPUs, so concurrent viewers never oversubscribe
+        from . import threads
+
+        threads.ensure("server")
+        self.cpu_slots = threading.BoundedSemaphore(cpu_slots or threads.decode_slots())
         self.decode_wait = 5.0
         if ":" in address[0]:
             self.address_family = socket.AF_INET6
