@@ -42,20 +42,6 @@ class Fitted(nn.Module):
         self.latents = nn.ParameterList([nn.Parameter(torch.zeros(1, 1, h, w)) for h, w in self.sizes])
         self.arm = nets.EntropyModel(cfg.arm_hidden)
         self.synth = nets.Synthesis(cfg.synth_hidden, channels)
-        # all grids' context indices into the concatenated padded vectors, built once
-        par_off = pad_off = self_off = 0
-        parts = {k: [] for k in ("a_par", "b_par", "b_nb", "a_self", "b_self")}
-        for h, w in self.sizes:
-            g = nets.GridIndex(h, w)
-            parts["a_par"].append(g.a_par + par_off)
-            parts["b_par"].append(g.b_par + par_off)
-            parts["b_nb"].append(g.b_nb + pad_off)
-            parts["a_self"].append(g.a_self + self_off)
-            parts["b_self"].append(g.b_self + self_off)
-            par_off += g.padded
-            pad_off += g.padded
-            self_off += h * w
-        self.index = {k: torch.cat(v) for k, v in parts.items()}
 
 
 def _proxy(y: torch.Tensor, noisy: bool) -> torch.Tensor:
@@ -64,23 +50,26 @@ def _proxy(y: torch.Tensor, noisy: bool) -> torch.Tensor:
     return y + (torch.round(y) - y).detach()
 
 
-def contexts(model: Fitted, ys: list[torch.Tensor]):
-    """Context features and values of every latent: ((feats_a, y_a), (feats_b, y_b))."""
-    par = torch.cat([nets.padded_parent(ys[l + 1] if l + 1 < GRIDS else None, model.sizes[l], ys[l].dtype)
-                     for l in range(GRIDS)])
-    pad = torch.cat([nets.padded_grid(y) for y in ys])
-    flat = torch.cat([y.reshape(-1) for y in ys])
-    ix = model.index
-    return ((par[ix["a_par"]], flat[ix["a_self"]]),
-            (torch.cat([par[ix["b_par"]], pad[ix["b_nb"]]], 1), flat[ix["b_self"]]))
+def contexts(ys: list[torch.Tensor]):
+    """Context features (C, N) and values (N,) of every latent, per pass: ((f_a, y_a), (f_b, y_b))."""
+    out = []
+    for p in ("a", "b"):
+        feats, vals = [], []
+        for l in range(GRIDS):
+            g = ys[l][0, 0]
+            parent = ys[l + 1][0, 0] if l + 1 < GRIDS else None
+            feats.append(nets.context(parent, g, p))
+            vals.append(nets.take(g[None], p)[0])
+        out.append((torch.cat(feats, 1), torch.cat(vals)))
+    return out
 
 
 def latent_bits(model: Fitted, ys: list[torch.Tensor], noisy: bool) -> torch.Tensor:
     """Bits of all latent grids under the checkerboard model (one batched MLP call per pass)."""
     bits = 0.0
-    for mlp, (feats, y) in zip((model.arm.a, model.arm.b), contexts(model, ys)):
+    for mlp, (feats, y) in zip((model.arm.a, model.arm.b), contexts(ys)):
         out = mlp(feats)
-        mu, ls = out[:, 0], out[:, 1]
+        mu, ls = out[0], out[1]
         if not noisy:
             mu = mu + (torch.round(mu) - mu).detach()
         bits = bits + nets.gaussian_bits(y, mu, ls).sum()
@@ -128,9 +117,9 @@ def _fit(x, cfg, progress):
         mse = F.mse_loss(xh, x)
         bpp = latent_bits(model, ys, noisy) / npx
         loss = mse + cfg.lmbda * bpp
-        if cfg.prefix_weight > 0:
+        if cfg.prefix_weight > 0 and it % 2:  # every other iteration, at twice the weight
             keep = LAYER_KEEP[int(torch.randint(0, len(LAYER_KEEP) - 1, ()).item())]
-            loss = loss + cfg.prefix_weight * F.mse_loss(render(model, ys, keep), x)
+            loss = loss + 2 * cfg.prefix_weight * F.mse_loss(render(model, ys, keep), x)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()

@@ -15,7 +15,7 @@ import torch.nn.functional as F
 
 GRIDS = 7          # latent grids at 1/1 .. 1/64 of the image size
 PARENT = 9         # 3x3 window of the (upsampled) coarser grid
-NEIGH = 4          # N, W, E, S neighbours in the same grid (pass B only)
+NEIGH = 4          # N, W, E, S neighbours in the same grid (pass b only)
 ACT_BITS = 8       # hidden activations of the exact entropy model are rounded to 2**-8
 
 
@@ -39,59 +39,59 @@ def upsample2(x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
     return x[..., : size[0], : size[1]]
 
 
-class GridIndex:
-    """Gather indices of one h x w grid's checkerboard contexts.
+# checkerboard sub-lattices as (row start, col start) of stride-2 slices: anchors ((i + j)
+# even) first, then the rest; a pass's symbols are its sub-lattices flattened in this order
+LATTICES = {"a": ((0, 0), (1, 1)), "b": ((0, 1), (1, 0))}
 
-    Contexts are read from two flat vectors: the coarser grid upsampled to h x w and padded by
-    one (replicate), and this grid padded by one (zeros), both (h + 2) * (w + 2) long.
-    ``a_par`` (Na, 9) / ``b_par`` (Nb, 9): 3x3 parent windows of anchors / non-anchors;
-    ``b_nb`` (Nb, 4): N, W, E, S neighbours of non-anchors (all anchors); ``a_self`` /
-    ``b_self``: positions in the flat grid.
+
+def take(dense: torch.Tensor, p: str) -> torch.Tensor:
+    """(C, N): the values of a (C, h, w) map at the positions of pass ``p``, in coding order."""
+    return torch.cat([dense[:, i::2, j::2].reshape(dense.shape[0], -1) for i, j in LATTICES[p]], 1)
+
+
+def put(grid: torch.Tensor, values: torch.Tensor, p: str) -> None:
+    """Write a pass's values (N,) into a (h, w) grid, in place (inverse of ``take``)."""
+    at = 0
+    for i, j in LATTICES[p]:
+        view = grid[i::2, j::2]
+        view.copy_(values[at : at + view.numel()].view(view.shape))
+        at += view.numel()
+
+
+def context(parent: torch.Tensor | None, grid: torch.Tensor, p: str) -> torch.Tensor:
+    """(9 or 13, N) context features of pass ``p`` of a (h, w) grid.
+
+    Pass ``a`` (anchors): the 3x3 window of the coarser grid upsampled 2x (replicate-padded);
+    pass ``b``: also the N, W, E, S neighbours in the grid itself (all anchors; zero outside).
+    Dense shifted slices, then the pass's sub-lattices: no gathers. Exact on dyadic inputs.
     """
-
-    def __init__(self, h: int, w: int):
-        self.h, self.w = h, w
-        i, j = torch.meshgrid(torch.arange(h), torch.arange(w), indexing="ij")
-        i, j = i.reshape(-1), j.reshape(-1)
-        anchor = (i + j) % 2 == 0
-        wp = w + 2
-        win = torch.tensor([di * wp + dj for di in range(3) for dj in range(3)])
-        nb = torch.tensor([0 * wp + 1, 1 * wp + 0, 1 * wp + 2, 2 * wp + 1])
-        corner = i * wp + j  # top-left of the 3x3 window in padded coordinates
-        self.a_self = torch.nonzero(anchor)[:, 0]
-        self.b_self = torch.nonzero(~anchor)[:, 0]
-        self.a_par = corner[self.a_self, None] + win
-        self.b_par = corner[self.b_self, None] + win
-        self.b_nb = corner[self.b_self, None] + nb
-        self.padded = (h + 2) * wp
-
-
-def padded_parent(parent: torch.Tensor | None, size: tuple[int, int], dtype=torch.float32) -> torch.Tensor:
-    """Flat (h + 2) * (w + 2) vector: the coarser grid upsampled to ``size``, replicate-padded."""
-    h, w = size
+    h, w = grid.shape
     if parent is None:
-        return torch.zeros((h + 2) * (w + 2), dtype=dtype)
-    return F.pad(upsample2(parent, size), (1, 1, 1, 1), mode="replicate").reshape(-1)
-
-
-def padded_grid(grid: torch.Tensor) -> torch.Tensor:
-    """Flat (h + 2) * (w + 2) vector of a (1, 1, h, w) grid, zero-padded."""
-    return F.pad(grid, (1, 1, 1, 1)).reshape(-1)
+        win = grid.new_zeros((PARENT, h, w))
+    else:
+        up = F.pad(upsample2(parent[None, None], (h, w)), (1, 1, 1, 1), mode="replicate")[0, 0]
+        win = torch.stack([up[i : i + h, j : j + w] for i in range(3) for j in range(3)])
+    if p == "a":
+        return take(win, "a")
+    g = F.pad(grid[None, None], (1, 1, 1, 1))[0, 0]
+    nb = torch.stack([g[0:h, 1 : w + 1], g[1 : h + 1, 0:w], g[1 : h + 1, 2 : w + 2], g[2 : h + 2, 1 : w + 1]])
+    return torch.cat([take(win, "b"), take(nb, "b")])
 
 
 class MLP(nn.Module):
-    """in -> hidden -> hidden -> 2 (mean, log-scale), ReLU between."""
+    """in -> hidden -> hidden -> 2 (mean, log-scale), ReLU between; features channels-first."""
 
     def __init__(self, inputs: int, hidden: int):
         super().__init__()
         self.layers = nn.ModuleList([nn.Linear(inputs, hidden), nn.Linear(hidden, hidden), nn.Linear(hidden, 2)])
         with torch.no_grad():
             self.layers[-1].weight.mul_(0.1)
-            self.layers[-1].bias.copy_(torch.tensor([0.0, 0.0]))
+            self.layers[-1].bias.zero_()
 
     def forward(self, f: torch.Tensor) -> torch.Tensor:
+        """(inputs, N) -> (2, N)."""
         for i, layer in enumerate(self.layers):
-            f = layer(f)
+            f = torch.addmm(layer.bias[:, None], layer.weight, f)
             if i < len(self.layers) - 1:
                 f = F.relu(f)
         return f
@@ -108,23 +108,32 @@ class EntropyModel(nn.Module):
 
 
 class Synthesis(nn.Module):
-    """Upsampled grids (7 channels) -> 1x1 MLP -> RGB, then two 3x3 residual convolutions."""
+    """Upsampled grids (7 channels) -> per-pixel MLP -> RGB, then two 3x3 residual convolutions."""
 
     def __init__(self, hidden: int, channels: int = 3):
         super().__init__()
         self.c1 = nn.Conv2d(GRIDS, hidden, 1)
         self.c2 = nn.Conv2d(hidden, channels, 1)
-        self.r1 = nn.Conv2d(channels, channels, 3, padding=1, padding_mode="replicate")
-        self.r2 = nn.Conv2d(channels, channels, 3, padding=1, padding_mode="replicate")
+        self.r1 = nn.Conv2d(channels, channels, 3, padding=1)
+        self.r2 = nn.Conv2d(channels, channels, 3, padding=1)
         with torch.no_grad():
             for r in (self.r1, self.r2):
                 r.weight.mul_(0.01)
                 r.bias.zero_()
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
-        x = self.c2(F.relu(self.c1(z)))
-        x = x + self.r2(F.relu(self.r1(x)))
-        return x + 0.5
+        return synthesize([t for c in (self.c1, self.c2, self.r1, self.r2) for t in (c.weight, c.bias)], z)
+
+
+def synthesize(params: list[torch.Tensor], z: torch.Tensor) -> torch.Tensor:
+    """(1, GRIDS, H, W) -> (1, C, H, W) with explicit weights (float32 fitting, float64 decoding).
+    The 1x1 layers run as channels-first matrix products (faster than 1x1 convolutions)."""
+    w1, b1, w2, b2, r1w, r1b, r2w, r2b = params
+    h, w = z.shape[-2:]
+    f = F.relu(torch.addmm(b1[:, None], w1.flatten(1), z.reshape(z.shape[1], -1)))
+    x = torch.addmm(b2[:, None], w2.flatten(1), f).view(1, -1, h, w)
+    x = x + F.conv2d(F.relu(F.conv2d(x, r1w, r1b, padding=1)), r2w, r2b, padding=1)
+    return x + 0.5
 
 
 def upsample_grids(grids: list[torch.Tensor], size: tuple[int, int]) -> torch.Tensor:

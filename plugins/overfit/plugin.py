@@ -57,20 +57,13 @@ class OverfitDecoder(LayerDecoder):
         if item == ("nets",):
             return [Gaussian(np.full(shape, SCALE_TABLE[i])) for shape, i in zip(self.shapes, self.ws)]
         l, p = item
-        h, w = self.sizes[l]
-        index = nets.GridIndex(h, w)
-        parent = self.grids[l + 1] if l + 1 < GRIDS else None
-        par = nets.padded_parent(parent, (h, w), torch.float64)
         if p == "a":
-            feats, params, pos = par[index.a_par], self.params[0], index.a_self
-            self.grids[l] = torch.zeros(1, 1, h, w, dtype=torch.float64)
-        else:
-            pad = nets.padded_grid(self.grids[l])
-            feats, params, pos = torch.cat([par[index.b_par], pad[index.b_nb]], 1), self.params[1], index.b_self
-        out = quant.exact_mlp(params, feats)
-        mu = torch.floor(out[:, 0] + 0.5)
-        scales = torch.exp(out[:, 1].clamp(-30.0, 30.0))
-        self._pending = (l, pos, mu)
+            self.grids[l] = torch.zeros(self.sizes[l], dtype=torch.float64)
+        parent = self.grids[l + 1] if l + 1 < GRIDS else None
+        out = quant.exact_mlp(self.params[0 if p == "a" else 1], nets.context(parent, self.grids[l], p))
+        mu = torch.floor(out[0] + 0.5)
+        scales = torch.exp(out[1].clamp(-30.0, 30.0))
+        self._pending = (l, p, mu)
         return [Gaussian(scales.numpy())]
 
     def step_push(self, k: int, s: int, symbols: list[np.ndarray]) -> None:
@@ -81,11 +74,11 @@ class OverfitDecoder(LayerDecoder):
             groups = (symbols[:n_arm], symbols[n_arm:2 * n_arm], symbols[2 * n_arm:])
             self.params = [quant.from_ints(g, sh) for g, sh in zip(groups, self.shifts)]
             return
-        l, pos, mu = self._pending
+        l, p, mu = self._pending
         y = mu + torch.from_numpy(symbols[0].astype(np.float64))
         if y.numel() and float(y.abs().max()) > quant.MAX_WEIGHT:
             raise ValueError("latent value out of range")
-        self.grids[l].view(-1)[pos] = y
+        nets.put(self.grids[l], y, p)
         self._pending = None
 
     def prior(self, k: int) -> list:
@@ -97,10 +90,10 @@ class OverfitDecoder(LayerDecoder):
     def image(self) -> torch.Tensor:
         if self.params is None:
             raise ValueError("no layer decoded yet")
-        ys = [g if g is not None else torch.zeros(1, 1, *size, dtype=torch.float64)
+        ys = [(g if g is not None else torch.zeros(size, dtype=torch.float64))[None, None]
               for g, size in zip(self.grids, self.sizes)]
         with torch.no_grad():
-            x = quant.synthesize(self.params[2], nets.upsample_grids(ys, self.sizes[0]))
+            x = nets.synthesize(self.params[2], nets.upsample_grids(ys, self.sizes[0]))
         return x[0].clamp(0, 1).float()
 
 
@@ -155,8 +148,8 @@ class Overfit(Model):
                 if item == ("nets",):
                     syms = ints
                 else:
-                    l, pos, mu = state._pending
-                    syms = [(ys[l].view(-1)[pos] - mu).numpy().astype(np.int32)]
+                    l, p, mu = state._pending
+                    syms = [(nets.take(ys[l][0], p)[0] - mu).numpy().astype(np.int32)]
                 state.step_push(k, s, syms)
                 layer.append(syms)
             symbols.append(layer)

@@ -65,30 +65,21 @@ def weight_bits(ints: list[np.ndarray]) -> float:
 
 
 def exact_mlp(params: list[torch.Tensor], f: torch.Tensor) -> torch.Tensor:
-    """The entropy-model MLP on float64 features with dyadic weights; exact arithmetic."""
+    """The entropy-model MLP on float64 (inputs, N) features with dyadic weights: exact."""
     n = len(params) // 2
     for i in range(n):
-        f = f @ params[2 * i].T + params[2 * i + 1]
+        f = params[2 * i] @ f + params[2 * i + 1][:, None]
         if i < n - 1:
             f = torch.round(F.relu(f) * 2.0**nets.ACT_BITS).clamp(max=ACT_CLAMP * 2.0**nets.ACT_BITS)
             f = f * 2.0**-nets.ACT_BITS
     return f
 
 
-def synthesize(params: list[torch.Tensor], z: torch.Tensor) -> torch.Tensor:
-    """The synthesis with explicit (float64) weights: same maths as ``nets.Synthesis``."""
-    w1, b1, w2, b2, r1w, r1b, r2w, r2b = params
-    x = F.conv2d(F.relu(F.conv2d(z, w1, b1)), w2, b2)
-    r = F.conv2d(F.pad(x, (1, 1, 1, 1), mode="replicate"), r1w, r1b)
-    x = x + F.conv2d(F.pad(F.relu(r), (1, 1, 1, 1), mode="replicate"), r2w, r2b)
-    return x + 0.5
-
-
 def coded_bits(params: list[torch.Tensor], feats: torch.Tensor, y: torch.Tensor) -> float:
     """Bits of latents ``y`` under the exact entropy model (rounded means, as coded)."""
     out = exact_mlp(params, feats)
-    mu = torch.floor(out[:, 0] + 0.5)
-    return float(nets.gaussian_bits(y, mu, out[:, 1]).sum())
+    mu = torch.floor(out[0] + 0.5)
+    return float(nets.gaussian_bits(y, mu, out[1]).sum())
 
 
 def search(model, x: torch.Tensor, ys: list[torch.Tensor], lmbda: float) -> dict:
@@ -101,7 +92,7 @@ def search(model, x: torch.Tensor, ys: list[torch.Tensor], lmbda: float) -> dict
     npx = x.shape[-2] * x.shape[-1]
     best = {}
     with torch.no_grad():
-        ctx = contexts(model, ys)
+        ctx = contexts(ys)
         for key, mlp, (feats, y) in (("a", model.arm.a, ctx[0]), ("b", model.arm.b, ctx[1])):
             cands = []
             for s in SHIFTS:
@@ -114,7 +105,7 @@ def search(model, x: torch.Tensor, ys: list[torch.Tensor], lmbda: float) -> dict
         cands = []
         for s in SHIFTS:
             ints = to_ints(synth_tensors(model.synth), s)
-            mse = float(F.mse_loss(synthesize(from_ints(ints, s), z).clamp(0, 1), x64))
+            mse = float(F.mse_loss(nets.synthesize(from_ints(ints, s), z).clamp(0, 1), x64))
             cands.append((mse + lmbda * weight_bits(ints) / npx, s, ints))
         best["s"] = min(cands, key=lambda c: c[0])[1:]
     return best
