@@ -9,7 +9,8 @@ completion per rendered layer.
 The chain of latent blocks that yields the priors runs in float64: float32 convolutions sum
 in an order that depends on torch's thread count, and a scale that lands on the other side of
 a table boundary on the decoder is a prior mismatch (seen with 2 encoder / 1 decoder threads).
-Rendering a refinement (prior-mean completion, synthesis) touches no prior: it stays float32.
+Rendering a refinement (prior-mean completion, synthesis) runs in float64 as well, so renders
+are bit-identical across thread counts (float32 differed by one 8-bit level on a few pixels).
 """
 from __future__ import annotations
 
@@ -52,7 +53,8 @@ class _Decoder(LayerDecoder):
         self.k, self._prior = k + 1, None
 
     def image(self) -> torch.Tensor:
-        return ((self.render.complete(self.k, self.feature.float())[0] + 1) / 2).clamp(0, 1)
+        # float64 too (issue 17): float32 renders differed by one 8-bit level between 1 and 2 threads
+        return ((self.top_down.complete(self.k, self.feature)[0].float() + 1) / 2).clamp(0, 1)
 
 
 class QResVAE(Model):
