@@ -357,3 +357,25 @@ def test_pq_mim_render_tolerance_across_thread_counts():
     for a, b in zip(one, two):
         assert float((a - b).abs().max()) <= 1e-5
         assert int(((a * 255).round() - (b * 255).round()).abs().max()) <= 1
+
+
+# -- fuzz: random payloads against random priors never over-read silently ------------------------
+from hypothesis import HealthCheck, given, settings, strategies as st  # noqa: E402
+import os  # noqa: E402
+
+_N = int(os.environ.get("PROGCODEC_FUZZ_EXAMPLES", "60"))
+
+
+@settings(max_examples=_N, deadline=None, suppress_health_check=list(HealthCheck))
+@given(st.binary(max_size=64), st.integers(1, 200_000), st.floats(0.11, 64), st.integers(2, 300))
+def test_random_payloads_decode_or_raise_format_error(payload, n, scale, k):
+    payload = payload[: len(payload) // 4 * 4]
+    words = len(payload) // 4
+    for params in ([entropy.Gaussian(np.full(n, scale))], [entropy.Categorical(np.full(k, 1 / k), shape=(n,))]):
+        try:
+            out = entropy.decode_layer(payload, params)
+        except progcodec.FormatError:
+            continue
+        assert out[0].size == n
+        if isinstance(params[0], entropy.Categorical):  # n uniform symbols carry n*log2(k) bits
+            assert n * np.log2(k) * 0.999 <= 32 * words + 64
