@@ -25,7 +25,7 @@ class FitConfig:
     lmbda: float
     iters: int
     arm_hidden: int = 16
-    synth_hidden: int = 16
+    synth_hidden: int = 24
     lr: float = 5e-2                # latents
     net_lr: float = 1e-2            # networks
     prefix_weight: float = 0.25     # weight of the random-prefix distortion term

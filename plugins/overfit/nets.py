@@ -136,11 +136,14 @@ def synthesize(params: list[torch.Tensor], z: torch.Tensor) -> torch.Tensor:
     return x + 0.5
 
 
+UPSAMPLE = "bilinear"
+
+
 def upsample_grids(grids: list[torch.Tensor], size: tuple[int, int]) -> torch.Tensor:
-    """(1, GRIDS, H, W): every grid brought to full size (bilinear) and stacked, finest first."""
+    """(1, GRIDS, H, W): every grid brought to full size (``UPSAMPLE``) and stacked, finest first."""
     out = [grids[0]]
     for g in grids[1:]:
-        out.append(F.interpolate(g, size=size, mode="bilinear", align_corners=False))
+        out.append(F.interpolate(g, size=size, mode=UPSAMPLE, align_corners=False))
     return torch.cat(out, 1)
 
 

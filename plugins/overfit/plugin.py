@@ -21,7 +21,7 @@ from .nets import GRIDS
 
 # lambda per named rate point (loss = MSE on [0, 1] + lambda * bits per pixel)
 LAMBDAS = {"lowest": 0.02, "low": 0.008, "medium": 0.003, "high": 0.0012, "highest": 0.0005}
-EFFORTS = {"fast": 300, "medium": 1000, "slow": 3000}
+EFFORTS = {"fast": 150, "medium": 400, "slow": 1200}
 MAX_HIDDEN = 64
 # coding steps: ("nets",) then (grid, pass) pairs, coarsest grid first
 PLAN = ([("nets",), (6, "a"), (6, "b"), (5, "a"), (5, "b")],) + tuple([(l, "a"), (l, "b")] for l in range(4, -1, -1))

@@ -1,0 +1,151 @@
+"""The fitted-per-image codec: R-D per layer, effort and rate, encode/decode time, fitting curve.
+
+    python benchmarks/overfit.py [--limit 3] [--rates lowest low medium high] [--efforts fast medium]
+                                 [--out benchmarks/overfit-results.jsonl] [--report-only]
+
+Each (image, effort, rate) encode is one JSON line in ``--out`` (appended as it finishes, so
+an interrupted run resumes where it stopped). The report prints, per effort: mean bpp / PSNR /
+MS-SSIM after each layer, encode and decode seconds (768x512, this CPU), time to the first
+preview, bytes of the networks, BD-rate of the final layer against baseline JPEG, WebP and
+AVIF on the same photos, and PSNR against fitting iterations for the first photo.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import time
+from collections import defaultdict
+from pathlib import Path
+
+import numpy as np
+import torch
+
+import progcodec
+from common import bd_rate, classic, decode_classic, metrics, test_images
+from progcodec import bitstream, entropy
+from progcodec.image import to_tensor
+from progcodec.stream import StreamDecoder
+
+CLASSIC = {"jpeg": [10, 20, 30, 45, 60, 75, 85, 95], "webp": [10, 25, 40, 55, 70, 85, 95],
+           "avif": [15, 30, 45, 60, 75, 90]}
+
+
+def network_bytes(data: bytes) -> int:
+    """Bytes of step 0 of layer 1 (the quantized networks) in a stream."""
+    from progcodec_plugins.overfit import plugin
+
+    header, frames = bitstream.read(data)
+    model = progcodec.registry.load("overfit", header.rate)
+    state = model.decoder(header.height, header.width, bitstream.unpack_side(header))
+    reader = entropy.LayerReader(frames[0].payload, frames[0].prior_check, state.coding_steps(0))
+    syms = reader.decode(state.step_prior(0, 0))
+    writer = entropy.LayerWriter()
+    writer.code(syms, state.step_prior(0, 0))
+    return len(writer.finish()[0]) - 4 * (len(plugin.PLAN[0]) - 1)
+
+
+def one(img_name, img, effort, rate):
+    x = to_tensor(img)[0]
+    curve = []
+    t0 = time.perf_counter()
+    data = progcodec.encode(img, model="overfit", rate=rate, effort=effort,
+                            progress=lambda it, n, p, b: curve.append((it, round(p, 3), round(b, 4),
+                                                                       round(time.perf_counter() - t0, 2))))
+    enc = time.perf_counter() - t0
+    t1 = time.perf_counter()
+    dec = StreamDecoder()
+    first = None
+    steps = []
+    for i in range(0, len(data), 4096):
+        for s in dec.feed(data[i : i + 4096]):
+            steps.append(s)
+            first = first or time.perf_counter() - t1
+    dec.close()
+    full = time.perf_counter() - t1
+    layers = []
+    for s in steps:
+        p, m = metrics(s.tensor, x)
+        layers.append({"layer": s.layer, "bytes": s.bytes_consumed, "bpp": s.bpp, "psnr": p, "msssim": m})
+    return {"image": img_name, "effort": effort, "rate": rate, "encode_s": enc, "decode_s": full,
+            "first_preview_s": first, "net_bytes": network_bytes(data), "bytes": len(data),
+            "layers": layers, "curve": curve}
+
+
+def classic_points(images):
+    pts = defaultdict(list)
+    for fmt, qs in CLASSIC.items():
+        for q in qs:
+            bpp, ps = [], []
+            for _, img in images:
+                data = classic(img, fmt, q)
+                bpp.append(8 * len(data) / (img.width * img.height))
+                ps.append(metrics(decode_classic(data), to_tensor(img)[0])[0])
+            pts[fmt].append((float(np.mean(bpp)), float(np.mean(ps))))
+    return pts
+
+
+def report(rows, images):
+    names = {n for n, _ in images}
+    rows = [r for r in rows if r["image"] in names]
+    done_images = sorted({r["image"] for r in rows})
+    anchors = classic_points([(n, i) for n, i in images if n in done_images])
+    for effort in sorted({r["effort"] for r in rows}):
+        er = [r for r in rows if r["effort"] == effort]
+        print(f"\n### effort {effort} ({len({r['image'] for r in er})} photos, {er[0]['layers'][-1]['bytes'] and ''}768x512)\n")
+        print("| rate | layer | bpp | PSNR | MS-SSIM |")
+        print("|---|---:|---:|---:|---:|")
+        finals = []
+        for rate in sorted({r["rate"] for r in er}, key=lambda k: np.mean([r["bytes"] for r in er if r["rate"] == k])):
+            rr = [r for r in er if r["rate"] == rate]
+            for k in range(len(rr[0]["layers"])):
+                b = np.mean([r["layers"][k]["bpp"] for r in rr])
+                p = np.mean([r["layers"][k]["psnr"] for r in rr])
+                m = np.mean([r["layers"][k]["msssim"] for r in rr])
+                print(f"| {rate} | {k + 1} | {b:.4f} | {p:.2f} | {m:.4f} |")
+            finals.append((float(np.mean([r["layers"][-1]["bpp"] for r in rr])),
+                           float(np.mean([r["layers"][-1]["psnr"] for r in rr]))))
+        print()
+        for fmt in CLASSIC:
+            print(f"BD-rate vs {fmt}: {bd_rate(anchors[fmt], finals):+.1f}%")
+        print(f"encode s (mean): {np.mean([r['encode_s'] for r in er]):.1f}; full decode s: "
+              f"{np.mean([r['decode_s'] for r in er]):.3f}; first preview s: {np.mean([r['first_preview_s'] for r in er]):.3f};"
+              f" network bytes: {np.mean([r['net_bytes'] for r in er]):.0f}")
+    print("\nclassic codecs on the same photos (mean bpp, PSNR):")
+    for fmt, pts in anchors.items():
+        print(f"  {fmt}: " + ", ".join(f"{b:.3f}/{p:.2f}" for b, p in pts))
+    first = [r for r in rows if r["image"] == done_images[0]]
+    for r in first:
+        print(f"\nfitting curve, {r['image']} effort {r['effort']} rate {r['rate']} (iteration, PSNR, est. bpp, s):")
+        print("  " + " ".join(f"{it}:{p:.2f}" for it, p, _, _ in r["curve"]))
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--images", type=Path)
+    ap.add_argument("--limit", type=int, default=3)
+    ap.add_argument("--rates", nargs="*", default=["lowest", "low", "medium", "high"])
+    ap.add_argument("--efforts", nargs="*", default=["fast", "medium"])
+    ap.add_argument("--out", type=Path, default=Path(__file__).resolve().parents[1] / "docs" / "figures" / "overfit.jsonl")
+    ap.add_argument("--report-only", action="store_true")
+    a = ap.parse_args()
+    images = test_images(a.images, a.limit)
+    rows = [json.loads(line) for line in a.out.read_text().splitlines()] if a.out.exists() else []
+    if not a.report_only:
+        have = {(r["image"], r["effort"], r["rate"]) for r in rows}
+        for effort in a.efforts:
+            for rate in a.rates:
+                for name, img in images:
+                    if (name, effort, rate) in have:
+                        continue
+                    r = one(name, img, effort, rate)
+                    rows.append(r)
+                    with a.out.open("a") as f:
+                        f.write(json.dumps(r) + "\n")
+                    print(f"{name} {effort} {rate}: {r['layers'][-1]['bpp']:.3f} bpp {r['layers'][-1]['psnr']:.2f} dB"
+                          f" in {r['encode_s']:.0f} s", flush=True)
+    report(rows, images)
+
+
+if __name__ == "__main__":
+    main()
