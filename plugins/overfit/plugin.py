@@ -107,6 +107,7 @@ class Overfit(Model):
     layer_names = ("nets+grids-1/64,1/32", "grid-1/16", "grid-1/8", "grid-1/4", "grid-1/2", "grid-1/1")
     description = "fitted per image: latent grids 1/64..1/1 + tiny networks (C3 / Cool-chic family), coarse grids first"
     options = ("effort", "lmbda", "target_bpp", "iters", "progress")
+    decode_bytes_per_pixel = 960  # 735 B/px measured (peak RSS over baseline, 1024x1024), x1.3
 
     def analyze(self, x: torch.Tensor, effort: str = "medium", lmbda: float | None = None,
                 target_bpp: float | None = None, iters: int | None = None, progress=None) -> Analysis:
