@@ -159,6 +159,8 @@ def main():
     ap.add_argument("--threads", action="store_true", help="measure torch thread counts, idle and loaded")
     ap.add_argument("--thread-counts", type=int, nargs="+", default=[1, 2])
     ap.add_argument("--load", type=int, help="busy processes for the loaded runs (default: one per CPU)")
+    ap.add_argument("--omp-wait-policy", choices=("passive", "active"),
+                    help="OMP_WAIT_POLICY for the measuring subprocesses (progcodec's default: passive)")
     a = ap.parse_args()
     # our own streams are trusted: the untrusted-input decode budget would refuse the 2048² runs
     progcodec.LIMITS.max_decode_bytes = 1 << 40
@@ -166,6 +168,9 @@ def main():
     if a.threads:
         import os
 
+        if a.omp_wait_policy:  # read by OpenMP when torch loads: the spawned subprocesses inherit it
+            os.environ["OMP_WAIT_POLICY"] = a.omp_wait_policy.upper()
+        print(f"OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY', '(unset)')}")
         thread_table(loadable_plugins(a.plugins or ["pyramid", "qres-vae"]), img, a.thread_counts, a.runs,
                      a.load if a.load is not None else os.cpu_count())
         return

@@ -14,6 +14,11 @@ of that size. So progcodec decides once per process, not per call:
   never run more than N busy threads. The Tk viewer decodes one stream in one worker
   thread and uses the library default.
 
+OpenMP's wait policy: ``import progcodec`` sets ``OMP_WAIT_POLICY=PASSIVE`` when it is unset and
+torch is not imported yet (OpenMP reads it when torch loads). Idle OpenMP threads then sleep
+instead of spinning; with spinning, 2 threads on a loaded 2-core machine made a small qres-vae
+encode 14-41 s instead of 0.6 s. Import progcodec before torch (or set the variable) to get it.
+
 Why these defaults (``python benchmarks/speed.py --threads``, README "Threads"): on a
 2-core machine with other work running, torch's default team spins against the other
 load (a qres-vae decode took 6x longer than with one thread), while a second thread
@@ -88,18 +93,18 @@ def ensure(role: str = "library") -> int:
     if role not in ("library", "server"):
         raise ValueError(f"unknown role {role!r}")
     with _lock:
-        env = os.environ.get(ENV)
-        if env and not _chosen:
-            n = _parse(env)
+        first, env = not _applied, os.environ.get(ENV)
+        if first and env and _chosen is None:
+            n = _parse(env)          # once: a later set_threads or torch call still wins
         elif user_chose():
             n = None
         elif role == "server":
             n = 1
-        elif not _applied:
+        elif first:
             n = default_threads()
         else:
             n = None
-        _applied = True
+        _applied = True  # after _parse: a bad PROGCODEC_THREADS fails every load, not just the first
         if n is not None and torch.get_num_threads() != n:
             torch.set_num_threads(n)
         if n is not None:

@@ -1,5 +1,7 @@
 import os
 
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # before torch loads: idle OpenMP threads sleep, not spin
+
 import numpy as np
 import pytest
 from hypothesis import HealthCheck, settings
@@ -8,6 +10,12 @@ from PIL import Image
 # the fitted-per-image codec: few fitting iterations wherever a test encodes with it (the
 # pipeline is the same; tests/test_overfit.py checks what the iteration count changes)
 os.environ.setdefault("PROGCODEC_OVERFIT_ITERS", "20")
+
+if not os.environ.get("PROGCODEC_THREADS"):
+    # one torch thread for the whole run (progcodec/threads.py): on a shared machine more only spin
+    import progcodec
+
+    progcodec.set_threads(1)
 
 settings.register_profile("default", deadline=None, max_examples=40,
                           suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
