@@ -29,3 +29,9 @@ def test_rd_benchmark(tmp_path):
 def test_speed_benchmark():
     out = run("speed.py", "--runs", "1", "--sizes", "64", "--plugins", "pyramid", "--image", PHOTO)
     assert "| pyramid |" in out and "bmshj2018-hyperprior" in out
+
+
+def test_speed_threads_benchmark():
+    out = run("speed.py", "--threads", "--runs", "1", "--plugins", "pyramid", "--thread-counts", "1", "2",
+              "--load", "1", "--image", PHOTO)
+    assert "| pyramid | 1 |" in out and "| pyramid | 2 |" in out and "loaded" in out
