@@ -97,10 +97,46 @@ def _write_steps(steps, outdir: Path | None, stem: str, original=None):
         yield step
 
 
+def _encode_options(a) -> dict:
+    """Model options given on the command line (``--effort`` ...), checked against the model."""
+    given = {k: v for k, v in (("effort", a.effort), ("lmbda", a.lmbda), ("target_bpp", a.target_bpp),
+                               ("iters", a.iters)) if v is not None}
+    takes = registry.get_class(a.model).options
+    for key in given:
+        if key not in takes:
+            raise UsageError(f"model {a.model} has no option --{key.replace('_', '-')}"
+                             f" (it takes: {', '.join(takes) or 'none'})")
+    if "progress" in takes and sys.stderr.isatty():
+        given["progress"] = _progress_bar()
+    return given
+
+
+def _progress_bar():
+    """A progress callback ``(done, total, psnr, bpp)`` drawing on stderr (tqdm if installed)."""
+    try:
+        from tqdm import tqdm
+    except ImportError:
+        tqdm = None
+    bar = {}
+
+    def show(done, total, psnr, bpp):
+        if tqdm is None:
+            print(f"\rfitting {done}/{total}  {psnr:.2f} dB  {bpp:.3f} bpp", end="" if done < total else "\n",
+                  file=sys.stderr, flush=True)
+            return
+        if "t" not in bar:
+            bar["t"] = tqdm(total=total, desc="fitting", unit="it", file=sys.stderr, leave=False)
+        bar["t"].update(done - bar["t"].n)
+        bar["t"].set_postfix_str(f"{psnr:.2f} dB {bpp:.3f} bpp")
+        if done >= total:
+            bar["t"].close()
+    return show
+
+
 def cmd_encode(a):
     _check_output(a.output, image=False)
     _check_input(a.input)
-    data = codec.encode(a.input, model=a.model, rate=a.rate)
+    data = codec.encode(a.input, model=a.model, rate=a.rate, **_encode_options(a))
     _atomic(a.output, lambda f: f.write(data))
     h = codec.info(data)
     print(f"{a.output}: {len(data)} bytes, {8 * len(data) / (h.width * h.height):.4f} bpp, "
@@ -259,11 +295,19 @@ def cmd_batch(a):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="progcodec", description=__doc__)
+    p = argparse.ArgumentParser(prog="progcodec", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--threads", type=int, metavar="N",
+                   help="torch threads for model work (default: PROGCODEC_THREADS, else 1 on up to 4 CPUs;"
+                        " serve: 1 per decode); see progcodec/threads.py")
     sub = p.add_subparsers(dest="cmd", required=True)
     e = sub.add_parser("encode", help="encode an image into a layered .pcs stream")
     e.add_argument("input"), e.add_argument("output")
     e.add_argument("--model", default=registry.DEFAULT_MODEL), e.add_argument("--rate")
+    e.add_argument("--effort", choices=("fast", "medium", "slow"), help="fitting effort (overfit)")
+    e.add_argument("--lmbda", type=float, help="rate-distortion trade-off, any value (overfit)")
+    e.add_argument("--target-bpp", type=float, metavar="BPP", help="search lambda for this rate (overfit)")
+    e.add_argument("--iters", type=int, help="fitting iterations, overriding --effort (overfit)")
     d = sub.add_parser("decode", help="decode a stream (or its first layers) to an image")
     d.add_argument("input", help="stream file, or - for stdin"), d.add_argument("output")
     d.add_argument("--layers", type=int, help="decode only the first K layers")
@@ -309,6 +353,12 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv=None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    if args.threads is not None:
+        if args.threads < 1:
+            parser.error("--threads must be at least 1")
+        from . import threads
+
+        threads.set_threads(args.threads)
     try:
         code = globals()[f"cmd_{args.cmd.replace('-', '_')}"](args)  # None, or a status (batch: 1 when some images failed)
     except UsageError as exc:

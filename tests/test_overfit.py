@@ -139,3 +139,19 @@ def test_preview_objective_improves_previews():
         with torch.no_grad():
             got[w] = psnr(fit.render(fitted, ys, keep=4).clamp(0, 1), x)
     assert got[0.5] > got[0.0] + 1, got
+
+
+def test_command_line_options(tmp_path, capsys):
+    from progcodec import cli
+
+    src = tmp_path / "in.png"
+    photo(32, 24).save(src)
+    out = tmp_path / "out.pcs"
+    assert cli.main(["encode", str(src), str(out), "--model", "overfit", "--effort", "fast", "--iters", "8"]) == 0
+    assert progcodec.info(out.read_bytes()).model == "overfit"
+    assert cli.main(["encode", str(src), str(out), "--model", "overfit", "--lmbda", "0.01", "--iters", "4"]) == 0
+    assert progcodec.info(out.read_bytes()).rate == "custom"
+    with pytest.raises(SystemExit) as exc:
+        cli.main(["encode", str(src), str(tmp_path / "p.pcs"), "--model", "pyramid", "--effort", "fast"])
+    assert exc.value.code == 2 and "no option --effort" in capsys.readouterr().err
+    assert cli.main(["decode", str(out), str(tmp_path / "preview.png"), "--layers", "3"]) == 0
