@@ -90,10 +90,11 @@ class OverfitDecoder(LayerDecoder):
     def image(self) -> torch.Tensor:
         if self.params is None:
             raise ValueError("no layer decoded yet")
-        ys = [(g if g is not None else torch.zeros(size, dtype=torch.float64))[None, None]
-              for g, size in zip(self.grids, self.sizes)]
+        # rendering is not part of the prior: float32 (oneDNN kernels; float64 3x3 convolutions
+        # were 10x slower), so renders may differ by one 8-bit level across thread counts
+        ys = [(g.float() if g is not None else torch.zeros(size))[None, None] for g, size in zip(self.grids, self.sizes)]
         with torch.no_grad():
-            x = nets.synthesize(self.params[2], nets.upsample_grids(ys, self.sizes[0]))
+            x = nets.synthesize([p.float() for p in self.params[2]], nets.upsample_grids(ys, self.sizes[0]))
         return x[0].clamp(0, 1).float()
 
 
