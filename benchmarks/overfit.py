@@ -13,13 +13,11 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import time
 from collections import defaultdict
 from pathlib import Path
 
 import numpy as np
-import torch
 
 import progcodec
 from common import bd_rate, classic, decode_classic, metrics, test_images

@@ -24,7 +24,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
-import tempfile
 import time
 from dataclasses import dataclass, field
 from itertools import islice
@@ -32,6 +31,7 @@ from pathlib import Path
 from typing import Callable
 
 from . import bitstream, errors, registry
+from .files import write_atomic as _write_atomic
 from .limits import LIMITS
 
 OUTPUT_SUFFIX = ".pcs"
@@ -191,19 +191,7 @@ def _record(job: Job, **kw) -> dict:
 def write_atomic(path: Path, data: bytes) -> None:
     """Write to a temporary file in ``path``'s folder, fsync, then rename it over ``path``."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=_TMP_SUFFIX)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
+    _write_atomic(path, data, suffix=_TMP_SUFFIX)
 
 
 def _unverified(rec: dict, dst: Path, why: str) -> dict:

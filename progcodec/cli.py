@@ -7,16 +7,14 @@ makes that an error), or ``info`` found damaged or missing layers.
 from __future__ import annotations
 
 import argparse
-import os
 import sys
-import tempfile
 import time
 from importlib import resources
 from pathlib import Path
 
 from PIL import Image, UnidentifiedImageError
 
-from . import bitstream, codec, errors, registry
+from . import bitstream, codec, errors, files, registry
 from .image import psnr, to_tensor
 from .stream import decode_stream
 
@@ -56,18 +54,7 @@ def _check_output(path: str, image: bool) -> str | None:
 
 def _atomic(path, write) -> None:
     """``write(file)`` into a temporary file next to ``path``, then rename it over ``path``."""
-    p = Path(path)
-    fd, tmp = tempfile.mkstemp(dir=p.parent, prefix=f".{p.name}.", suffix=".part")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            write(f)
-        os.replace(tmp, p)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
+    files.write_atomic(path, write)
 
 
 def _save_image(img, path, fmt: str) -> None:

@@ -228,3 +228,21 @@ def test_encode_keeps_grayscale_and_alpha(tmp_path, photo, capsys):
 
     with Image.open(out) as im:
         assert im.mode == "RGBA" and im.getchannel("A").getextrema() == (128, 128)
+
+
+def test_outputs_get_ordinary_permissions(tmp_path):
+    """Atomic writes go through mkstemp (0600); the final file gets 0666 less the umask."""
+    import os
+    import stat
+
+    from progcodec import files
+
+    mask = os.umask(0o022)
+    try:
+        files.write_atomic(tmp_path / "a.bin", b"x")
+        files.write_atomic(tmp_path / "b.bin", lambda f: f.write(b"y"))
+    finally:
+        os.umask(mask)
+    for name in ("a.bin", "b.bin"):
+        assert stat.S_IMODE((tmp_path / name).stat().st_mode) == 0o644
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.bin", "b.bin"]
