@@ -31,7 +31,7 @@ CLASSIC = {"jpeg": [10, 20, 30, 45, 60, 75, 85, 95], "webp": [10, 25, 40, 55, 70
 
 def network_bytes(data: bytes) -> int:
     """Bytes of step 0 of layer 1 (the quantized networks) in a stream."""
-    from progcodec_plugins.overfit import plugin
+    from progcodec_plugins.overfit import nets
 
     header, frames = bitstream.read(data)
     model = progcodec.registry.load("overfit", header.rate)
@@ -40,7 +40,7 @@ def network_bytes(data: bytes) -> int:
     syms = reader.decode(state.step_prior(0, 0))
     writer = entropy.LayerWriter()
     writer.code(syms, state.step_prior(0, 0))
-    return len(writer.finish()[0]) - 4 * (len(plugin.PLAN[0]) - 1)
+    return len(writer.finish()[0]) - 4 * (len(nets.PLAN[0]) - 1)
 
 
 def one(img_name, img, effort, rate):

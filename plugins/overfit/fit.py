@@ -76,15 +76,10 @@ def latent_bits(model: Fitted, ys: list[torch.Tensor], noisy: bool) -> torch.Ten
     return bits
 
 
-def render(model: Fitted, ys: list[torch.Tensor], keep: int = GRIDS, synth=None) -> torch.Tensor:
+def render(model: Fitted, ys: list[torch.Tensor], keep: int = GRIDS) -> torch.Tensor:
     """Image from the grids; grids finer than the ``keep`` coarsest are zero."""
-    synth = synth or model.synth
     ys = [y if l >= GRIDS - keep else torch.zeros_like(y) for l, y in enumerate(ys)]
-    return synth(nets.upsample_grids(ys, model.sizes[0]))
-
-
-# layer k shows the grids coarser than LAYER_FINEST[k] too: layer 1 = grids 6 and 5
-LAYER_KEEP = (2, 3, 4, 5, 6, 7)
+    return model.synth(nets.upsample_grids(ys, model.sizes[0]))
 
 
 def fit(x: torch.Tensor, cfg: FitConfig, progress=None) -> tuple[Fitted, list[dict]]:
@@ -118,7 +113,7 @@ def _fit(x, cfg, progress):
         bpp = latent_bits(model, ys, noisy) / npx
         loss = mse + cfg.lmbda * bpp
         if cfg.prefix_weight > 0 and it % 2:  # every other iteration, at twice the weight
-            keep = LAYER_KEEP[int(torch.randint(0, len(LAYER_KEEP) - 1, ()).item())]
+            keep = nets.LAYER_KEEP[int(torch.randint(0, len(nets.LAYER_KEEP) - 1, ()).item())]
             loss = loss + 2 * cfg.prefix_weight * F.mse_loss(render(model, ys, keep), x)
         opt.zero_grad(set_to_none=True)
         loss.backward()

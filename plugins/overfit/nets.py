@@ -19,6 +19,13 @@ NEIGH = 4          # N, W, E, S neighbours in the same grid (pass b only)
 ACT_BITS = 8       # hidden activations of the exact entropy model are rounded to 2**-8
 
 
+# the layers' coding steps: ("nets",) then (grid, pass) pairs, coarsest grid first
+PLAN = ([("nets",), (6, "a"), (6, "b"), (5, "a"), (5, "b")],) + tuple([(l, "a"), (l, "b")] for l in range(4, -1, -1))
+# how many of the coarsest grids an image after layer k has (layer 1: grids 1/64 and 1/32)
+LAYER_KEEP = tuple(GRIDS - min(item[0] for plan in PLAN[: k + 1] for item in plan if item != ("nets",))
+                   for k in range(len(PLAN)))
+
+
 def grid_sizes(height: int, width: int) -> list[tuple[int, int]]:
     """Size of grid l (0 = full resolution): ceil(H / 2**l) x ceil(W / 2**l)."""
     return [(-(-height // (1 << l)), -(-width // (1 << l))) for l in range(GRIDS)]

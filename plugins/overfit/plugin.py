@@ -17,14 +17,12 @@ from progcodec.entropy import SCALE_TABLE
 from progcodec.plugin import Analysis, Gaussian, LayerDecoder, Model
 
 from . import fit, nets, quant
-from .nets import GRIDS
+from .nets import GRIDS, PLAN
 
 # lambda per named rate point (loss = MSE on [0, 1] + lambda * bits per pixel)
 LAMBDAS = {"lowest": 0.02, "low": 0.008, "medium": 0.003, "high": 0.0012, "highest": 0.0005}
 EFFORTS = {"fast": 150, "medium": 400, "slow": 1200}
 MAX_HIDDEN = 64
-# coding steps: ("nets",) then (grid, pass) pairs, coarsest grid first
-PLAN = ([("nets",), (6, "a"), (6, "b"), (5, "a"), (5, "b")],) + tuple([(l, "a"), (l, "b")] for l in range(4, -1, -1))
 
 
 class OverfitDecoder(LayerDecoder):
@@ -95,7 +93,7 @@ class OverfitDecoder(LayerDecoder):
         ys = [(g.float() if g is not None else torch.zeros(size))[None, None] for g, size in zip(self.grids, self.sizes)]
         with torch.no_grad():
             x = nets.synthesize([p.float() for p in self.params[2]], nets.upsample_grids(ys, self.sizes[0]))
-        return x[0].clamp(0, 1).float()
+        return x[0].clamp(0, 1)
 
 
 class Overfit(Model):
