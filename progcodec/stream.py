@@ -210,6 +210,7 @@ class StreamDecoder:
         side = bitstream.unpack_side(header, self.reader.limits)
         ph, pw = padded_size(header.height, header.width, self._model.stride)
         self._state = _guard(f"{header.model}: reading side information", self._model.decoder, ph, pw, side)
+        self._steps = layer_steps(header) or []  # validated by open_model; [] = one step per layer
 
     def _layer(self, frame: bitstream.Frame, render: bool) -> DecodeStep:
         if self._alpha_at is not None and frame.index == self._alpha_at:
@@ -239,8 +240,7 @@ class StreamDecoder:
         if self._alpha_at is not None and k > self._alpha_at:
             k -= 1  # model layer index: the alpha frame sits between model layers
         n = _guard(f"{name}: coding steps of layer {k + 1}", self._state.coding_steps, k)
-        declared = layer_steps(self.header)
-        if n != (declared[k] if declared and k < len(declared) else 1):
+        if n != (self._steps[k] if k < len(self._steps) else 1):
             raise errors.HeaderError(f"layer {k + 1} of {name} has {n} coding steps; the stream says otherwise")
         reader = entropy.LayerReader(frame.payload, frame.prior_check, n)
         parts = []
