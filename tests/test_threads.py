@@ -77,3 +77,22 @@ def test_environment_is_applied_once():
                          text=True, timeout=120)
     assert out.returncode == 0, out.stderr
     assert out.stdout.split() == ["2", "3"]
+
+
+FIT_PROBE = ("import torch, progcodec.threads as t; {before}\n"
+             "with t.fitting(cpus=2) as n:\n    print(n, torch.get_num_threads())\nprint(torch.get_num_threads())")
+
+
+def test_fitting_uses_both_cpus_then_restores():
+    """The overfit encoder's fit runs on every CPU (at most 4) unless the process chose a count."""
+    env = {k: v for k, v in os.environ.items() if k not in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", threads.ENV)}
+
+    def run(extra=None, before="pass"):
+        out = subprocess.run([sys.executable, "-c", FIT_PROBE.format(before=before)], env={**env, **(extra or {})},
+                             capture_output=True, text=True, timeout=120)
+        assert out.returncode == 0, out.stderr
+        return [int(v) for v in out.stdout.split()]
+
+    assert run() == [2, 2, threads.default_threads()]   # then back to the library's count
+    assert run({"PROGCODEC_THREADS": "1"}) == [1, 1, 1]
+    assert run(before="t.set_threads(1)") == [1, 1, 1]
