@@ -105,6 +105,14 @@ class Model(ABC):
         """
         return "none" if self.weights_path is None else file_digest(self.weights_path)
 
+    def accepts_weights(self, digest: str) -> bool:
+        """Whether a stream whose header names weights ``digest`` decodes with this install.
+
+        Default: only this install's own digest. A model that still decodes streams written
+        against other weights (say, older self-contained streams) widens it.
+        """
+        return digest == self.digest
+
     @abstractmethod
     def analyze(self, x: torch.Tensor) -> Analysis:
         """Symbols of every layer for a ``(1, C, H, W)`` image in [0, 1] at the padded size."""
