@@ -1,9 +1,10 @@
 """The fitted-per-image codec: R-D per layer, effort and rate, encode/decode time, fitting curve.
 
     python benchmarks/overfit.py [--limit 3] [--rates lowest low medium high] [--efforts fast medium]
-                                 [--out benchmarks/overfit-results.jsonl] [--report-only]
+                                 [--cold] [--out docs/figures/overfit.jsonl] [--report-only]
 
-Each (image, effort, rate) encode is one JSON line in ``--out`` (appended as it finishes, so
+``--cold`` fits from random networks instead of the shipped warm start. Each (image, effort,
+rate, start) encode is one JSON line in ``--out`` (appended as it finishes, so
 an interrupted run resumes where it stopped). The report prints, per effort: mean bpp / PSNR /
 MS-SSIM after each layer, encode and decode seconds (768x512, this CPU), time to the first
 preview, bytes of the networks, BD-rate of the final layer against baseline JPEG, WebP and
@@ -43,13 +44,17 @@ def network_bytes(data: bytes) -> int:
     return len(writer.finish()[0]) - 4 * (len(nets.PLAN[0]) - 1)
 
 
-def one(img_name, img, effort, rate):
+def one(img_name, img, effort, rate, warm):
     x = to_tensor(img)[0]
     curve = []
     t0 = time.perf_counter()
-    data = progcodec.encode(img, model="overfit", rate=rate, effort=effort,
-                            progress=lambda it, n, p, b: curve.append((it, round(p, 3), round(b, 4),
-                                                                       round(time.perf_counter() - t0, 2))))
+    fit_threads = []
+
+    def progress(it, n, p, b):
+        fit_threads[:] = [progcodec.get_threads()]
+        curve.append((it, round(p, 3), round(b, 4), round(time.perf_counter() - t0, 2)))
+
+    data = progcodec.encode(img, model="overfit", rate=rate, effort=effort, warm_start=warm, progress=progress)
     enc = time.perf_counter() - t0
     t1 = time.perf_counter()
     dec = StreamDecoder()
@@ -65,7 +70,8 @@ def one(img_name, img, effort, rate):
     for s in steps:
         p, m = metrics(s.tensor, x)
         layers.append({"layer": s.layer, "bytes": s.bytes_consumed, "bpp": s.bpp, "psnr": p, "msssim": m})
-    return {"image": img_name, "effort": effort, "rate": rate, "encode_s": enc, "decode_s": full,
+    return {"image": img_name, "effort": effort, "rate": rate, "start": "warm" if warm else "cold",
+            "threads": fit_threads[0], "encode_s": enc, "decode_s": full,
             "first_preview_s": first, "net_bytes": network_bytes(data), "bytes": len(data),
             "layers": layers, "curve": curve}
 
@@ -88,9 +94,9 @@ def report(rows, images):
     rows = [r for r in rows if r["image"] in names]
     done_images = sorted({r["image"] for r in rows})
     anchors = classic_points([(n, i) for n, i in images if n in done_images])
-    for effort in sorted({r["effort"] for r in rows}):
-        er = [r for r in rows if r["effort"] == effort]
-        print(f"\n### effort {effort} ({len({r['image'] for r in er})} photos, {er[0]['layers'][-1]['bytes'] and ''}768x512)\n")
+    for effort, start in sorted({(r["effort"], r.get("start", "cold")) for r in rows}):
+        er = [r for r in rows if r["effort"] == effort and r.get("start", "cold") == start]
+        print(f"\n### effort {effort}, {start} start ({len({r['image'] for r in er})} photos, 768x512)\n")
         print("| rate | layer | bpp | PSNR | MS-SSIM |")
         print("|---|---:|---:|---:|---:|")
         finals = []
@@ -114,7 +120,8 @@ def report(rows, images):
         print(f"  {fmt}: " + ", ".join(f"{b:.3f}/{p:.2f}" for b, p in pts))
     first = [r for r in rows if r["image"] == done_images[0]]
     for r in first:
-        print(f"\nfitting curve, {r['image']} effort {r['effort']} rate {r['rate']} (iteration, PSNR, est. bpp, s):")
+        print(f"\nfitting curve, {r['image']} effort {r['effort']} rate {r['rate']} {r.get('start', 'cold')} start"
+              " (iteration, PSNR, est. bpp, s):")
         print("  " + " ".join(f"{it}:{p:.2f}" for it, p, _, _ in r["curve"]))
 
 
@@ -125,22 +132,24 @@ def main():
     ap.add_argument("--rates", nargs="*", default=["lowest", "low", "medium", "high"])
     ap.add_argument("--efforts", nargs="*", default=["fast", "medium"])
     ap.add_argument("--out", type=Path, default=Path(__file__).resolve().parents[1] / "docs" / "figures" / "overfit.jsonl")
+    ap.add_argument("--cold", action="store_true", help="random initial networks (no warm start)")
     ap.add_argument("--report-only", action="store_true")
     a = ap.parse_args()
     images = test_images(a.images, a.limit)
     rows = [json.loads(line) for line in a.out.read_text().splitlines()] if a.out.exists() else []
     if not a.report_only:
-        have = {(r["image"], r["effort"], r["rate"]) for r in rows}
+        start = "cold" if a.cold else "warm"
+        have = {(r["image"], r["effort"], r["rate"], r.get("start", "cold")) for r in rows}
         for effort in a.efforts:
             for rate in a.rates:
                 for name, img in images:
-                    if (name, effort, rate) in have:
+                    if (name, effort, rate, start) in have:
                         continue
-                    r = one(name, img, effort, rate)
+                    r = one(name, img, effort, rate, not a.cold)
                     rows.append(r)
                     with a.out.open("a") as f:
                         f.write(json.dumps(r) + "\n")
-                    print(f"{name} {effort} {rate}: {r['layers'][-1]['bpp']:.3f} bpp {r['layers'][-1]['psnr']:.2f} dB"
+                    print(f"{name} {effort} {rate} {start}: {r['layers'][-1]['bpp']:.3f} bpp {r['layers'][-1]['psnr']:.2f} dB"
                           f" in {r['encode_s']:.0f} s", flush=True)
     report(rows, images)
 

@@ -87,11 +87,13 @@ def _write_steps(steps, outdir: Path | None, stem: str, original=None):
 def _encode_options(a) -> dict:
     """Model options given on the command line (``--effort`` ...), checked against the model."""
     given = {k: v for k, v in (("effort", a.effort), ("lmbda", a.lmbda), ("target_bpp", a.target_bpp),
-                               ("iters", a.iters)) if v is not None}
+                               ("iters", a.iters), ("warm_start", False if a.cold_start else None))
+             if v is not None}
     takes = registry.get_class(a.model).options
     for key in given:
         if key not in takes:
-            raise UsageError(f"model {a.model} has no option --{key.replace('_', '-')}"
+            flag = "cold-start" if key == "warm_start" else key.replace("_", "-")
+            raise UsageError(f"model {a.model} has no option --{flag}"
                              f" (it takes: {', '.join(takes) or 'none'})")
     if "progress" in takes and sys.stderr.isatty():
         given["progress"] = _progress_bar()
@@ -295,6 +297,8 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--lmbda", type=float, help="rate-distortion trade-off, any value (overfit)")
     e.add_argument("--target-bpp", type=float, metavar="BPP", help="search lambda for this rate (overfit)")
     e.add_argument("--iters", type=int, help="fitting iterations, overriding --effort (overfit)")
+    e.add_argument("--cold-start", action="store_true",
+                   help="fit from random networks instead of the shipped warm start (overfit)")
     d = sub.add_parser("decode", help="decode a stream (or its first layers) to an image")
     d.add_argument("input", help="stream file, or - for stdin"), d.add_argument("output")
     d.add_argument("--layers", type=int, help="decode only the first K layers")

@@ -4,6 +4,8 @@ import math
 import numpy as np
 import pytest
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 import progcodec
 from progcodec import BitstreamError, bitstream, testing
@@ -83,11 +85,30 @@ def _stream_with_side(**changes):
 
 @pytest.mark.parametrize("changes", [
     {"ah": 10**9}, {"sh": 0}, {"ah": "16"}, {"q": [2, 2, 400]}, {"q": [1]}, {"ws": b"\x00"},
-    {"ws": bytes([200] * 20)}, {"v": 2},
+    {"ws": bytes([200] * 20)}, {"v": 3},
 ])
 def test_hostile_side_information_is_refused_before_allocation(changes):
     with pytest.raises(BitstreamError):
         progcodec.decode(_stream_with_side(**changes))
+
+
+def test_streams_name_their_warm_start_networks(monkeypatch):
+    """v2 streams code weights relative to the shipped warm start; other networks are refused
+    by name, and v1 (cold-start, self-contained) streams need none."""
+    with pytest.raises(progcodec.WeightsMismatchError, match="warm-start networks"):
+        progcodec.decode(_stream_with_side(init="0123456789abcdef"))
+    data = progcodec.encode(photo(32, 24), model="overfit", iters=5)
+    assert bitstream.unpack_side(bitstream.read(data)[0])["v"] == 2
+    cold = progcodec.encode(photo(32, 24), model="overfit", iters=5, warm_start=False)
+    header, frames = bitstream.read(cold)
+    assert bitstream.unpack_side(header)["v"] == 1
+    from dataclasses import replace
+
+    old = bitstream.write(replace(header, weights="none"), [(f.payload, f.prior_check) for f in frames])
+    monkeypatch.setitem(progcodec.registry.load("overfit").__dict__, "init_digest", "ffffffffffffffff")
+    with pytest.raises(progcodec.WeightsMismatchError):
+        progcodec.decode(data)
+    assert progcodec.decode(old).tensor.shape == (3, 24, 32)   # streams of format 1 name no weights
 
 
 def test_a_wrong_step_count_is_refused():
@@ -151,7 +172,44 @@ def test_command_line_options(tmp_path, capsys):
     assert progcodec.info(out.read_bytes()).model == "overfit"
     assert cli.main(["encode", str(src), str(out), "--model", "overfit", "--lmbda", "0.01", "--iters", "4"]) == 0
     assert progcodec.info(out.read_bytes()).rate == "custom"
+    assert cli.main(["encode", str(src), str(out), "--model", "overfit", "--cold-start", "--iters", "4"]) == 0
+    with pytest.raises(SystemExit) as exc:
+        cli.main(["encode", str(src), str(tmp_path / "p.pcs"), "--model", "pyramid", "--cold-start"])
+    assert exc.value.code == 2 and "no option --cold-start" in capsys.readouterr().err
     with pytest.raises(SystemExit) as exc:
         cli.main(["encode", str(src), str(tmp_path / "p.pcs"), "--model", "pyramid", "--effort", "fast"])
     assert exc.value.code == 2 and "no option --effort" in capsys.readouterr().err
     assert cli.main(["decode", str(out), str(tmp_path / "preview.png"), "--layers", "3"]) == 0
+
+
+def test_warm_start_networks_are_shipped_and_checked(tmp_path, monkeypatch):
+    from safetensors.torch import save_file
+
+    init = progcodec.registry.load("overfit").init_networks()
+    fresh = fit.Fitted(8, 8, fit.FitConfig(lmbda=0.01, iters=1))
+    assert set(init) == {f"arm.{k}" for k in fresh.arm.state_dict()} | {f"synth.{k}" for k in fresh.synth.state_dict()}
+    monkeypatch.setattr(plugin, "WEIGHTS", tmp_path)
+    with pytest.raises(progcodec.errors.PluginLoadError, match="train_init"):
+        plugin.Overfit().init_networks()
+    save_file({**init, "synth.c1.weight": torch.zeros(5, 7, 1, 1)}, str(tmp_path / "init.safetensors"))
+    with pytest.raises(progcodec.errors.WeightsMismatchError, match=r"synth.c1.weight is \(5, 7, 1, 1\)"):
+        plugin.Overfit().init_networks()
+    data = progcodec.encode(photo(24, 16), model="overfit", iters=5, warm_start=False)  # cold start needs no file
+    assert progcodec.decode(data).tensor.shape == (3, 16, 24)
+
+
+@settings(max_examples=30, deadline=None)
+@given(st.integers(2, 14), st.integers(0, 2**31 - 1))
+def test_weights_relative_to_the_warm_start_round_trip_exactly(shift, seed):
+    """Coded differences plus the base at the same step give back exactly the weights' integers,
+    and the 'keep the base' candidate codes nothing but zeros."""
+    g = torch.Generator().manual_seed(seed)
+    tensors = [torch.randn(16, 9, generator=g), torch.randn(16, generator=g) * 3]
+    base = [t + 0.01 * torch.randn(t.shape, generator=g) for t in tensors]
+    (ints, coded), (kept, zeros) = quant.candidates(tensors, base, shift)
+    b = quant.to_ints(base, shift)
+    assert all(np.array_equal(c + j, i) for c, j, i in zip(coded, b, ints))
+    assert all(np.array_equal(k, j) and not z.any() for k, j, z in zip(kept, b, zeros))
+    assert quant.weight_bits(zeros) < 0.1 * quant.weight_bits(ints)
+    [(alone, same)] = quant.candidates(tensors, None, shift)   # no warm start: the integers themselves
+    assert all(np.array_equal(a, i) and np.array_equal(s, i) for a, s, i in zip(alone, same, ints))

@@ -9,12 +9,16 @@ from __future__ import annotations
 
 import math
 import os
+from functools import cached_property
+from pathlib import Path
 
 import numpy as np
 import torch
+from safetensors.torch import load_file
 
+from progcodec import errors, threads
 from progcodec.entropy import SCALE_TABLE
-from progcodec.plugin import Analysis, Gaussian, LayerDecoder, Model
+from progcodec.plugin import Analysis, Gaussian, LayerDecoder, Model, file_digest
 
 from . import fit, nets, quant
 from .nets import GRIDS, PLAN
@@ -23,13 +27,14 @@ from .nets import GRIDS, PLAN
 LAMBDAS = {"lowest": 0.02, "low": 0.008, "medium": 0.003, "high": 0.0012, "highest": 0.0005}
 EFFORTS = {"fast": 150, "medium": 400, "slow": 1200}
 MAX_HIDDEN = 64
+WEIGHTS = Path(__file__).parent / "weights"
 
 
 class OverfitDecoder(LayerDecoder):
     """Decoding state: networks after step 0 of layer 1, then grids as they arrive."""
 
-    def __init__(self, height: int, width: int, side: dict, channels: int):
-        if side.get("v") != 1:
+    def __init__(self, height: int, width: int, side: dict, channels: int, model: "Overfit"):
+        if side.get("v") not in (1, 2):
             raise ValueError(f"unsupported overfit side information version {side.get('v')!r}")
         ah, sh, shifts, ws = side.get("ah"), side.get("sh"), side.get("q"), side.get("ws")
         if not all(isinstance(v, int) and 1 <= v <= MAX_HIDDEN for v in (ah, sh)):
@@ -42,6 +47,13 @@ class OverfitDecoder(LayerDecoder):
         if not (isinstance(ws, bytes) and len(ws) == len(self.shapes) and max(ws) < len(SCALE_TABLE)):
             raise ValueError("weight coding scales are damaged")
         self.shifts, self.ws = shifts, ws
+        self.base = None  # v2: weights are coded relative to the warm-start networks
+        if side["v"] == 2:
+            if side.get("init") != model.init_digest:
+                raise errors.WeightsMismatchError(
+                    f"stream was fitted from warm-start networks {side.get('init')!r}; installed ones are"
+                    f" {model.init_digest!r} (plugins/overfit/weights/init.safetensors)")
+            self.base = base_tensors(model.init_networks(), ah, sh, channels)
         self.sizes = nets.grid_sizes(height, width)
         self.grids: list[torch.Tensor | None] = [None] * GRIDS
         self.params = None
@@ -70,6 +82,11 @@ class OverfitDecoder(LayerDecoder):
                 raise ValueError("network weight out of range")
             n_arm = len(quant.mlp_shapes(1, 1))
             groups = (symbols[:n_arm], symbols[n_arm:2 * n_arm], symbols[2 * n_arm:])
+            if self.base is not None:
+                groups = [[d + b for d, b in zip(g, quant.to_ints(self.base[key], sh))]
+                          for g, key, sh in zip(groups, "abs", self.shifts)]
+                if any(np.abs(a).max(initial=0) > quant.MAX_WEIGHT for g in groups for a in g):
+                    raise ValueError("network weight out of range")
             self.params = [quant.from_ints(g, sh) for g, sh in zip(groups, self.shifts)]
             return
         l, p, mu = self._pending
@@ -105,11 +122,12 @@ class Overfit(Model):
     stride = 1
     layer_names = ("nets+grids-1/64,1/32", "grid-1/16", "grid-1/8", "grid-1/4", "grid-1/2", "grid-1/1")
     description = "fitted per image: latent grids 1/64..1/1 + tiny networks (C3 / Cool-chic family), coarse grids first"
-    options = ("effort", "lmbda", "target_bpp", "iters", "progress")
+    options = ("effort", "lmbda", "target_bpp", "iters", "warm_start", "progress")
     decode_bytes_per_pixel = 960  # 735 B/px measured (peak RSS over baseline, 1024x1024), x1.3
 
     def analyze(self, x: torch.Tensor, effort: str = "medium", lmbda: float | None = None,
-                target_bpp: float | None = None, iters: int | None = None, progress=None) -> Analysis:
+                target_bpp: float | None = None, iters: int | None = None, warm_start: bool = True,
+                progress=None) -> Analysis:
         if effort not in EFFORTS:
             raise ValueError(f"effort must be one of {list(EFFORTS)}, got {effort!r}")
         iters = int(iters or os.environ.get("PROGCODEC_OVERFIT_ITERS") or EFFORTS[effort])
@@ -120,25 +138,57 @@ class Overfit(Model):
             raise ValueError(f"lmbda must be in (0, 10), got {lmbda}")
         if target_bpp is not None and not (0.001 <= float(target_bpp) <= 24):
             raise ValueError(f"target_bpp must be in [0.001, 24], got {target_bpp}")
-        with torch.inference_mode(False), torch.enable_grad():
+        init = self.init_networks() if warm_start else None
+        with torch.inference_mode(False), torch.enable_grad(), threads.fitting():
             x = x.detach().clone().float()
             if target_bpp is not None:
-                lmbda = search_lambda(x, float(target_bpp), iters, lmbda)
+                lmbda = search_lambda(x, float(target_bpp), iters, lmbda, init)
             cfg = fit.FitConfig(lmbda=float(lmbda), iters=iters)
-            fitted, log = fit.fit(x, cfg, progress)
-        analysis = self.pack(fitted, x, cfg)
+            fitted, log = fit.fit(x, cfg, progress, init)
+        analysis = self.pack(fitted, x, cfg, init)
         analysis.rate = "custom" if custom else None
         return analysis
 
-    def pack(self, fitted: fit.Fitted, x: torch.Tensor, cfg: fit.FitConfig) -> Analysis:
+    @property
+    def digest(self) -> str:
+        """The warm-start networks' digest (v2 streams code weights relative to them)."""
+        return self.init_digest
+
+    def accepts_weights(self, digest: str) -> bool:
+        return digest in ("none", self.init_digest)  # "none": v1 streams, self-contained
+
+    @cached_property
+    def init_digest(self) -> str:
+        path = WEIGHTS / "init.safetensors"
+        return file_digest(path) if path.is_file() else "none"
+
+    def init_networks(self) -> dict:
+        """The shipped warm-start networks (``weights/init.safetensors``, train_init.py)."""
+        if getattr(self, "_init", None) is None:
+            path = WEIGHTS / "init.safetensors"
+            if not path.is_file():
+                raise errors.PluginLoadError(f"overfit warm-start networks {path} are missing; train them with"
+                                             " `python -m progcodec_plugins.overfit.train_init` or pass warm_start=False")
+            tensors = load_file(str(path))
+            try:
+                fit.load_networks(fit.Fitted(1, 1, fit.FitConfig(lmbda=1.0, iters=1), self.channels), tensors)
+            except ValueError as e:
+                raise errors.WeightsMismatchError(f"{path}: {e}") from None
+            self._init = tensors
+        return self._init
+
+    def pack(self, fitted: fit.Fitted, x: torch.Tensor, cfg: fit.FitConfig, init: dict | None = None) -> Analysis:
         """Quantize a fitted image into symbols and side information."""
         ys = [torch.round(y.detach()).double() for y in fitted.latents]
-        best = quant.search(fitted, x.detach(), ys, cfg.lmbda)
+        base = base_tensors(init, cfg.arm_hidden, cfg.synth_hidden, self.channels) if init is not None else None
+        best = quant.search(fitted, x.detach(), ys, cfg.lmbda, base)
         ints = best["a"][1] + best["b"][1] + best["s"][1]
-        side = {"v": 1, "ah": cfg.arm_hidden, "sh": cfg.synth_hidden,
+        side = {"v": 1 if init is None else 2, "ah": cfg.arm_hidden, "sh": cfg.synth_hidden,
                 "q": [best["a"][0], best["b"][0], best["s"][0]],
                 "ws": bytes(quant.coding_scale(a) for a in ints),
                 "lmbda": round(cfg.lmbda, 8), "iters": cfg.iters}
+        if init is not None:
+            side["init"] = self.init_digest
         state = self.decoder(x.shape[-2], x.shape[-1], side)
         symbols = []
         for k, plan in enumerate(PLAN):
@@ -156,16 +206,26 @@ class Overfit(Model):
         return Analysis(symbols=symbols, side=side)
 
     def decoder(self, height: int, width: int, side: dict) -> LayerDecoder:
-        return OverfitDecoder(height, width, side, self.channels)
+        return OverfitDecoder(height, width, side, self.channels, self)
 
 
-def search_lambda(x: torch.Tensor, target: float, iters: int, lmbda: float) -> float:
+def base_tensors(init: dict, arm_hidden: int, synth_hidden: int, channels: int) -> dict:
+    """Warm-start tensors per network (``a``, ``b``, ``s``) in coding order, for these sizes."""
+    ref = fit.Fitted(1, 1, fit.FitConfig(lmbda=1.0, iters=1, arm_hidden=arm_hidden, synth_hidden=synth_hidden), channels)
+    try:
+        fit.load_networks(ref, init)
+    except ValueError as e:
+        raise errors.WeightsMismatchError(f"warm-start networks do not fit this stream's network sizes: {e}") from None
+    return {"a": quant.mlp_tensors(ref.arm.a), "b": quant.mlp_tensors(ref.arm.b), "s": quant.synth_tensors(ref.synth)}
+
+
+def search_lambda(x: torch.Tensor, target: float, iters: int, lmbda: float, init: dict | None = None) -> float:
     """Lambda whose fit lands at ``target`` bpp: secant steps in log-log on short fits."""
     short = max(50, iters // 5)
     npx = x.shape[-2] * x.shape[-1]
     pts = []
     for _ in range(3):
-        fitted, log = fit.fit(x, fit.FitConfig(lmbda=lmbda, iters=short))
+        fitted, log = fit.fit(x, fit.FitConfig(lmbda=lmbda, iters=short), init=init)
         bpp = log[-1]["bpp"] + 8 * 1200 / npx  # + about 1.2 kB of networks
         pts.append((math.log(lmbda), math.log(max(bpp, 1e-4))))
         if abs(bpp / target - 1) < 0.05:

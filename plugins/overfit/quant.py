@@ -82,30 +82,44 @@ def coded_bits(params: list[torch.Tensor], feats: torch.Tensor, y: torch.Tensor)
     return float(nets.gaussian_bits(y, mu, out[1]).sum())
 
 
-def search(model, x: torch.Tensor, ys: list[torch.Tensor], lmbda: float) -> dict:
+def candidates(tensors, base, shift: int):
+    """(weights as integers, integers to code) at one step: the weights themselves, or with a
+    base (the warm-start networks) their difference from the base at that step, and the base
+    itself unchanged (all-zero differences, almost free to code)."""
+    ints = to_ints(tensors, shift)
+    if base is None:
+        return [(ints, ints)]
+    b = to_ints(base, shift)
+    return [(ints, [i - j for i, j in zip(ints, b)]), (b, [np.zeros_like(j) for j in b])]
+
+
+def search(model, x: torch.Tensor, ys: list[torch.Tensor], lmbda: float, base: dict | None = None) -> dict:
     """Pick each network's step minimising D + lambda * R (R: latent + weight bits per pixel).
 
-    ``ys``: the final integer latents (float64). Returns ``{"a"|"b"|"s": (shift, ints)}``.
+    ``ys``: the final integer latents (float64). ``base``: ``{"a"|"b"|"s": tensors}`` of the
+    warm-start networks, whose integers the coded ones are relative to. Returns
+    ``{"a"|"b"|"s": (shift, coded ints)}``.
     """
     from .fit import contexts
 
     npx = x.shape[-2] * x.shape[-1]
+    base = base or {}
     best = {}
     with torch.no_grad():
         ctx = contexts(ys)
         for key, mlp, (feats, y) in (("a", model.arm.a, ctx[0]), ("b", model.arm.b, ctx[1])):
             cands = []
             for s in SHIFTS:
-                ints = to_ints(mlp_tensors(mlp), s)
-                cost = lmbda * (coded_bits(from_ints(ints, s), feats, y) + weight_bits(ints)) / npx
-                cands.append((cost, s, ints))
+                for ints, coded in candidates(mlp_tensors(mlp), base.get(key), s):
+                    cost = lmbda * (coded_bits(from_ints(ints, s), feats, y) + weight_bits(coded)) / npx
+                    cands.append((cost, s, coded))
             best[key] = min(cands, key=lambda c: c[0])[1:]
         z = nets.upsample_grids(ys, model.sizes[0])
         x64 = x.double()
         cands = []
         for s in SHIFTS:
-            ints = to_ints(synth_tensors(model.synth), s)
-            mse = float(F.mse_loss(nets.synthesize(from_ints(ints, s), z).clamp(0, 1), x64))
-            cands.append((mse + lmbda * weight_bits(ints) / npx, s, ints))
+            for ints, coded in candidates(synth_tensors(model.synth), base.get("s"), s):
+                mse = float(F.mse_loss(nets.synthesize(from_ints(ints, s), z).clamp(0, 1), x64))
+                cands.append((mse + lmbda * weight_bits(coded) / npx, s, coded))
         best["s"] = min(cands, key=lambda c: c[0])[1:]
     return best
