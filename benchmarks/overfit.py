@@ -89,13 +89,46 @@ def classic_points(images):
     return pts
 
 
+def progressive_prefixes(img, layers) -> list[float]:
+    """PSNR of progressive JPEG cut at each layer's bytes; the quality whose whole file is
+    closest in size to the stream (so both end at about the same rate)."""
+    x = to_tensor(img)[0]
+    total = layers[-1]["bytes"]
+    data = min((classic(img, "jpeg-progressive", q) for q in range(5, 100, 5)), key=lambda d: abs(len(d) - total))
+    out = []
+    for layer in layers:
+        try:
+            out.append(metrics(decode_classic(data[: layer["bytes"]]), x)[0])
+        except OSError:  # too little to show anything
+            out.append(float("nan"))
+    return out
+
+
+def prefix_table(er, images):
+    imgs = dict(images)
+    print("\nprefixes vs progressive JPEG cut at the same bytes (mean PSNR; wins = prefixes at or above JPEG):")
+    print("| rate | " + " | ".join(f"layer {k + 1}" for k in range(len(er[0]["layers"]))) + " | wins |")
+    print("|---|" + "---:|" * (len(er[0]["layers"]) + 1))
+    for rate in dict.fromkeys(r["rate"] for r in er):
+        rr = [r for r in er if r["rate"] == rate]
+        ours = np.array([[layer["psnr"] for layer in r["layers"]] for r in rr])
+        jpeg = np.array([progressive_prefixes(imgs[r["image"]], r["layers"]) for r in rr])
+        wins = int(np.sum(ours >= np.nan_to_num(jpeg, nan=0.0)))
+        cells = " | ".join(f"{o:.2f} / {j:.2f}" for o, j in zip(ours.mean(0), np.nanmean(jpeg, 0)))
+        print(f"| {rate} | {cells} | {wins}/{ours.size} |")
+
+
 def report(rows, images):
     names = {n for n, _ in images}
     rows = [r for r in rows if r["image"] in names]
     done_images = sorted({r["image"] for r in rows})
-    anchors = classic_points([(n, i) for n, i in images if n in done_images])
+    cache = {}
     for effort, start in sorted({(r["effort"], r.get("start", "cold")) for r in rows}):
         er = [r for r in rows if r["effort"] == effort and r.get("start", "cold") == start]
+        photos = tuple(sorted({r["image"] for r in er}))
+        if photos not in cache:  # the anchors on exactly this group's photos
+            cache[photos] = classic_points([(n, i) for n, i in images if n in photos])
+        anchors = cache[photos]
         print(f"\n### effort {effort}, {start} start ({len({r['image'] for r in er})} photos, 768x512)\n")
         print("| rate | layer | bpp | PSNR | MS-SSIM |")
         print("|---|---:|---:|---:|---:|")
@@ -111,12 +144,14 @@ def report(rows, images):
                            float(np.mean([r["layers"][-1]["psnr"] for r in rr]))))
         print()
         for fmt in CLASSIC:
-            print(f"BD-rate vs {fmt}: {bd_rate(anchors[fmt], finals):+.1f}%")
+            bd = bd_rate(anchors[fmt], finals)
+            print(f"BD-rate vs {fmt}: " + (f"{bd:+.1f}%" if np.isfinite(bd) else "n/a (PSNR ranges do not overlap)"))
+        prefix_table(er, images)
         print(f"encode s (mean): {np.mean([r['encode_s'] for r in er]):.1f}; full decode s: "
               f"{np.mean([r['decode_s'] for r in er]):.3f}; first preview s: {np.mean([r['first_preview_s'] for r in er]):.3f};"
               f" network bytes: {np.mean([r['net_bytes'] for r in er]):.0f}")
-    print("\nclassic codecs on the same photos (mean bpp, PSNR):")
-    for fmt, pts in anchors.items():
+    print("\nclassic codecs on all these photos (mean bpp, PSNR):")
+    for fmt, pts in classic_points([(n, i) for n, i in images if n in done_images]).items():
         print(f"  {fmt}: " + ", ".join(f"{b:.3f}/{p:.2f}" for b, p in pts))
     first = [r for r in rows if r["image"] == done_images[0]]
     for r in first:

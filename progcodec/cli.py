@@ -232,6 +232,16 @@ def cmd_import_weights(a):
     print(f"imported {a.input} as {name} rate {rate} (weights {file_digest(target)}) -> {target}")
 
 
+def _model_options(p) -> None:
+    """Options a model may take (``Model.options``), for encode and demo."""
+    p.add_argument("--effort", choices=("fast", "medium", "slow"), help="fitting effort (overfit)")
+    p.add_argument("--lmbda", type=float, help="rate-distortion trade-off, any value (overfit)")
+    p.add_argument("--target-bpp", type=float, metavar="BPP", help="search lambda for this rate (overfit)")
+    p.add_argument("--iters", type=int, help="fitting iterations, overriding --effort (overfit)")
+    p.add_argument("--cold-start", action="store_true",
+                   help="fit from random networks instead of the shipped warm start (overfit)")
+
+
 def cmd_demo(a):
     if Path(a.out).exists() and not Path(a.out).is_dir():
         raise UsageError(f"--out {a.out} is a file, not a folder")
@@ -241,7 +251,7 @@ def cmd_demo(a):
     gray = registry.get_class(a.model).channels == 1  # a grayscale-only model: show it gray, knowingly
     img = Image.open(src).convert("L" if gray else "RGB")
     t0 = time.perf_counter()
-    data = codec.encode(img, model=a.model, rate=a.rate)
+    data = codec.encode(img, model=a.model, rate=a.rate, **_encode_options(a))
     t1 = time.perf_counter()
     h = codec.info(data)
     out = Path(a.out)
@@ -293,12 +303,7 @@ def build_parser() -> argparse.ArgumentParser:
     e = sub.add_parser("encode", help="encode an image into a layered .pcs stream")
     e.add_argument("input"), e.add_argument("output")
     e.add_argument("--model", default=registry.DEFAULT_MODEL), e.add_argument("--rate")
-    e.add_argument("--effort", choices=("fast", "medium", "slow"), help="fitting effort (overfit)")
-    e.add_argument("--lmbda", type=float, help="rate-distortion trade-off, any value (overfit)")
-    e.add_argument("--target-bpp", type=float, metavar="BPP", help="search lambda for this rate (overfit)")
-    e.add_argument("--iters", type=int, help="fitting iterations, overriding --effort (overfit)")
-    e.add_argument("--cold-start", action="store_true",
-                   help="fit from random networks instead of the shipped warm start (overfit)")
+    _model_options(e)
     d = sub.add_parser("decode", help="decode a stream (or its first layers) to an image")
     d.add_argument("input", help="stream file, or - for stdin"), d.add_argument("output")
     d.add_argument("--layers", type=int, help="decode only the first K layers")
@@ -323,6 +328,7 @@ def build_parser() -> argparse.ArgumentParser:
     m.add_argument("--image", help="use this image instead of the bundled one")
     m.add_argument("--out", default="progcodec-demo", help="folder for the refinement PNGs")
     m.add_argument("--chunk", type=int, default=1024, help="bytes per network-like chunk")
+    _model_options(m)
     s = sub.add_parser("serve", help="serve .pcs files over HTTP (Range, ?layers=K) with a web viewer")
     s.add_argument("dir", help="folder of .pcs files (only files under it are served)")
     s.add_argument("--host", default="127.0.0.1", help="address to bind (default: loopback only)")

@@ -46,6 +46,12 @@ def test_demo_writes_every_refinement(tmp_path, capsys):
     assert len(list(tmp_path.glob("demo-layer*.png"))) == 5
 
 
+def test_demo_takes_model_options(tmp_path, capsys):
+    code, out, _ = run(capsys, "demo", "--model", "overfit", "--effort", "fast", "--iters", "2", "--out", tmp_path)
+    assert code == 0 and "overfit" in out
+    assert len(list(tmp_path.glob("demo-layer*.png"))) == 6
+
+
 @pytest.mark.parametrize("argv", [["decode"], ["truncate", "a", "b"], ["nope"]])
 def test_bad_usage_exits_nonzero(argv):
     with pytest.raises(SystemExit) as exc:

@@ -114,12 +114,14 @@ def search(model, x: torch.Tensor, ys: list[torch.Tensor], lmbda: float, base: d
                     cost = lmbda * (coded_bits(from_ints(ints, s), feats, y) + weight_bits(coded)) / npx
                     cands.append((cost, s, coded))
             best[key] = min(cands, key=lambda c: c[0])[1:]
-        z = nets.upsample_grids(ys, model.sizes[0])
-        x64 = x.double()
+        # float32, as the decoder renders (float64 3x3 convolutions made this search 10x slower)
+        z = nets.upsample_grids([y.float() for y in ys], model.sizes[0])
+        x32 = x.float()
         cands = []
         for s in SHIFTS:
             for ints, coded in candidates(synth_tensors(model.synth), base.get("s"), s):
-                mse = float(F.mse_loss(nets.synthesize(from_ints(ints, s), z).clamp(0, 1), x64))
+                params = [p.float() for p in from_ints(ints, s)]
+                mse = float(F.mse_loss(nets.synthesize(params, z).clamp(0, 1), x32))
                 cands.append((mse + lmbda * weight_bits(coded) / npx, s, coded))
         best["s"] = min(cands, key=lambda c: c[0])[1:]
     return best
