@@ -4,6 +4,8 @@ Layers: layer 1 holds the quantized networks and the two coarsest grids (1/64, 1
 further layer one finer grid (1/16 .. 1/1). Within a layer every grid takes two coding steps
 (checkerboard anchors, then the rest), so layers are *multi-step* (see
 docs/writing-plugins.md). Any prefix renders a full-size image, missing grids at zero.
+Fits start from the shipped warm-start networks; side information v2 codes the weights
+relative to them (v1: absolute, from a cold start or before the warm start existed).
 """
 from __future__ import annotations
 
