@@ -82,6 +82,19 @@ def render(model: Fitted, ys: list[torch.Tensor], keep: int = GRIDS) -> torch.Te
     return model.synth(nets.upsample_grids(ys, model.sizes[0]))
 
 
+def terms(model: Fitted, x: torch.Tensor, noisy: bool):
+    """One evaluation of the loss terms: (proxy latents, render, MSE, bits per pixel)."""
+    ys = [_proxy(y, noisy) for y in model.latents]
+    xh = render(model, ys)
+    return ys, xh, F.mse_loss(xh, x), latent_bits(model, ys, noisy) / (x.shape[-2] * x.shape[-1])
+
+
+def prefix_mse(model: Fitted, ys: list[torch.Tensor], x: torch.Tensor) -> torch.Tensor:
+    """MSE of a random prefix of the layers (finer grids at zero): the preview term."""
+    keep = nets.LAYER_KEEP[int(torch.randint(0, len(nets.LAYER_KEEP) - 1, ()).item())]
+    return F.mse_loss(render(model, ys, keep), x)
+
+
 def fit(x: torch.Tensor, cfg: FitConfig, progress=None, init: dict | None = None) -> tuple[Fitted, list[dict]]:
     """Fit ``x`` (1, C, H, W) in [0, 1]; returns the model and a log of (iter, loss, psnr, bpp).
     ``init``: starting networks (``arm.*`` / ``synth.*`` tensors, the warm start) instead of random ones."""
@@ -113,7 +126,6 @@ def _fit(x, cfg, progress, init):
     params = [{"params": list(model.latents), "lr": cfg.lr},
               {"params": list(model.arm.parameters()) + list(model.synth.parameters()), "lr": cfg.net_lr}]
     opt = torch.optim.Adam(params)
-    npx = h * w
     log, t0 = [], time.perf_counter()
     noise_iters = int(cfg.iters * cfg.noise_frac)
     for it in range(cfg.iters):
@@ -121,15 +133,10 @@ def _fit(x, cfg, progress, init):
         decay = 0.5 * (1 + math.cos(math.pi * frac)) * 0.95 + 0.05
         for g, base in zip(opt.param_groups, (cfg.lr, cfg.net_lr)):
             g["lr"] = base * decay
-        noisy = it < noise_iters
-        ys = [_proxy(y, noisy) for y in model.latents]
-        xh = render(model, ys)
-        mse = F.mse_loss(xh, x)
-        bpp = latent_bits(model, ys, noisy) / npx
+        ys, xh, mse, bpp = terms(model, x, it < noise_iters)
         loss = mse + cfg.lmbda * bpp
         if cfg.prefix_weight > 0 and it % 2:  # every other iteration, at twice the weight
-            keep = nets.LAYER_KEEP[int(torch.randint(0, len(nets.LAYER_KEEP) - 1, ()).item())]
-            loss = loss + 2 * cfg.prefix_weight * F.mse_loss(render(model, ys, keep), x)
+            loss = loss + 2 * cfg.prefix_weight * prefix_mse(model, ys, x)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()

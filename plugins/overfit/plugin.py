@@ -30,6 +30,7 @@ LAMBDAS = {"lowest": 0.02, "low": 0.008, "medium": 0.003, "high": 0.0012, "highe
 EFFORTS = {"fast": 150, "medium": 400, "slow": 1200}
 MAX_HIDDEN = 64
 WEIGHTS = Path(__file__).parent / "weights"
+INIT = "init.safetensors"  # the warm-start networks, in WEIGHTS (train_init.py writes them)
 
 
 class OverfitDecoder(LayerDecoder):
@@ -54,7 +55,7 @@ class OverfitDecoder(LayerDecoder):
             if side.get("init") != model.init_digest:
                 raise errors.WeightsMismatchError(
                     f"stream was fitted from warm-start networks {side.get('init')!r}; installed ones are"
-                    f" {model.init_digest!r} (plugins/overfit/weights/init.safetensors)")
+                    f" {model.init_digest!r} ({WEIGHTS / INIT})")
             self.base = base_tensors(model.init_networks(), ah, sh, channels)
         self.sizes = nets.grid_sizes(height, width)
         self.grids: list[torch.Tensor | None] = [None] * GRIDS
@@ -161,13 +162,13 @@ class Overfit(Model):
 
     @cached_property
     def init_digest(self) -> str:
-        path = WEIGHTS / "init.safetensors"
+        path = WEIGHTS / INIT
         return file_digest(path) if path.is_file() else "none"
 
     def init_networks(self) -> dict:
         """The shipped warm-start networks (``weights/init.safetensors``, train_init.py)."""
         if getattr(self, "_init", None) is None:
-            path = WEIGHTS / "init.safetensors"
+            path = WEIGHTS / INIT
             if not path.is_file():
                 raise errors.PluginLoadError(f"overfit warm-start networks {path} are missing; train them with"
                                              " `python -m progcodec_plugins.overfit.train_init` or pass warm_start=False")

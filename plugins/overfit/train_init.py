@@ -20,12 +20,11 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from PIL import Image
 from safetensors.torch import save_file
 
-from . import fit, nets
-from .plugin import LAMBDAS, WEIGHTS
+from . import fit
+from .plugin import INIT, LAMBDAS, WEIGHTS
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -56,7 +55,7 @@ def main():
     ap.add_argument("--iters", type=int, default=2400)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--ckpt", type=Path, default=ROOT / "data" / "cache" / "overfit-init.pt")
-    ap.add_argument("--out", type=Path, default=WEIGHTS / "init.safetensors")
+    ap.add_argument("--out", type=Path, default=WEIGHTS / INIT)
     a = ap.parse_args()
     torch.manual_seed(a.seed)
     xs = crops(a.data, a.crops, a.size, a.seed)
@@ -79,7 +78,6 @@ def main():
         opt_net.load_state_dict(ck["opt_net"])
         start, log = ck["iter"], ck["log"]
         print(f"resumed at iteration {start}", flush=True)
-    npx = a.size * a.size
     t0 = time.perf_counter()
     for it in range(start, a.iters):
         decay = 0.5 * (1 + math.cos(math.pi * it / a.iters)) * 0.9 + 0.1
@@ -88,13 +86,8 @@ def main():
         batch = random.Random(a.seed * 100003 + it).sample(range(len(xs)), a.batch)
         loss, mses, bpps = 0.0, [], []
         for i in batch:
-            m, x = models[i], xs[i]
-            ys = [fit._proxy(y, True) for y in m.latents]
-            mse = F.mse_loss(fit.render(m, ys), x)
-            bpp = fit.latent_bits(m, ys, True) / npx
-            keep = nets.LAYER_KEEP[int(torch.randint(0, len(nets.LAYER_KEEP) - 1, ()).item())]
-            prefix = F.mse_loss(fit.render(m, ys, keep), x)
-            loss = loss + mse + LAMBDAS[rates[i % len(rates)]] * bpp + cfg.prefix_weight * prefix
+            ys, _, mse, bpp = fit.terms(models[i], xs[i], True)
+            loss = loss + mse + LAMBDAS[rates[i % len(rates)]] * bpp + cfg.prefix_weight * fit.prefix_mse(models[i], ys, xs[i])
             mses.append(float(mse.detach()))
             bpps.append(float(bpp.detach()))
         opt_net.zero_grad(set_to_none=True)
