@@ -76,23 +76,33 @@ def latent_bits(model: Fitted, ys: list[torch.Tensor], noisy: bool) -> torch.Ten
     return bits
 
 
+def _keep(z: torch.Tensor, keep: int) -> torch.Tensor:
+    """Upsampled grids with all but the ``keep`` coarsest at zero."""
+    if keep >= GRIDS:
+        return z
+    mask = torch.zeros(GRIDS, dtype=z.dtype)
+    mask[GRIDS - keep:] = 1
+    return z * mask[None, :, None, None]
+
+
 def render(model: Fitted, ys: list[torch.Tensor], keep: int = GRIDS) -> torch.Tensor:
     """Image from the grids; grids finer than the ``keep`` coarsest are zero."""
-    ys = [y if l >= GRIDS - keep else torch.zeros_like(y) for l, y in enumerate(ys)]
-    return model.synth(nets.upsample_grids(ys, model.sizes[0]))
+    return model.synth(_keep(nets.upsample_grids(ys, model.sizes[0]), keep))
 
 
 def terms(model: Fitted, x: torch.Tensor, noisy: bool):
-    """One evaluation of the loss terms: (proxy latents, render, MSE, bits per pixel)."""
+    """One evaluation of the loss terms: (upsampled proxy latents, render, MSE, bits per pixel)."""
     ys = [_proxy(y, noisy) for y in model.latents]
-    xh = render(model, ys)
-    return ys, xh, F.mse_loss(xh, x), latent_bits(model, ys, noisy) / (x.shape[-2] * x.shape[-1])
+    z = nets.upsample_grids(ys, model.sizes[0])
+    xh = model.synth(z)
+    return z, xh, F.mse_loss(xh, x), latent_bits(model, ys, noisy) / (x.shape[-2] * x.shape[-1])
 
 
-def prefix_mse(model: Fitted, ys: list[torch.Tensor], x: torch.Tensor) -> torch.Tensor:
-    """MSE of a random prefix of the layers (finer grids at zero): the preview term."""
+def prefix_mse(model: Fitted, z: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    """MSE of a random prefix of the layers (finer grids at zero): the preview term.
+    ``z``: the upsampled grids from ``terms``."""
     keep = nets.LAYER_KEEP[int(torch.randint(0, len(nets.LAYER_KEEP) - 1, ()).item())]
-    return F.mse_loss(render(model, ys, keep), x)
+    return F.mse_loss(model.synth(_keep(z, keep)), x)
 
 
 def fit(x: torch.Tensor, cfg: FitConfig, progress=None, init: dict | None = None) -> tuple[Fitted, list[dict]]:
@@ -133,10 +143,10 @@ def _fit(x, cfg, progress, init):
         decay = 0.5 * (1 + math.cos(math.pi * frac)) * 0.95 + 0.05
         for g, base in zip(opt.param_groups, (cfg.lr, cfg.net_lr)):
             g["lr"] = base * decay
-        ys, xh, mse, bpp = terms(model, x, it < noise_iters)
+        z, xh, mse, bpp = terms(model, x, it < noise_iters)
         loss = mse + cfg.lmbda * bpp
         if cfg.prefix_weight > 0 and it % 2:  # every other iteration, at twice the weight
-            loss = loss + 2 * cfg.prefix_weight * prefix_mse(model, ys, x)
+            loss = loss + 2 * cfg.prefix_weight * prefix_mse(model, z, x)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()

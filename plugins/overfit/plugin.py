@@ -18,7 +18,7 @@ import numpy as np
 import torch
 from safetensors.torch import load_file
 
-from progcodec import errors, threads
+from progcodec import allocator, errors, threads
 from progcodec.entropy import SCALE_TABLE
 from progcodec.plugin import Analysis, Gaussian, LayerDecoder, Model, file_digest
 
@@ -142,7 +142,7 @@ class Overfit(Model):
         if target_bpp is not None and not (0.001 <= float(target_bpp) <= 24):
             raise ValueError(f"target_bpp must be in [0.001, 24], got {target_bpp}")
         init = self.init_networks() if warm_start else None
-        with torch.inference_mode(False), torch.enable_grad(), threads.fitting():
+        with torch.inference_mode(False), torch.enable_grad(), threads.fitting(), allocator.retained():
             x = x.detach().clone().float()
             if target_bpp is not None:
                 lmbda = search_lambda(x, float(target_bpp), iters, lmbda, init)
