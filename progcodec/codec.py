@@ -75,9 +75,10 @@ def code_layers(m, analysis, height: int, width: int) -> tuple[list[tuple[bytes,
 
 
 def decode(data: bytes, layers: int | None = None) -> DecodeStep:
-    """Decode ``layers`` layers (default: all) of a complete or cut stream; returns the last step."""
+    """Decode ``layers`` layers (default: all) of a complete or cut stream; returns the last step.
+    Only that step is rendered (the earlier layers' images would be thrown away)."""
     step = None
-    for step in decode_stream([data], layers=layers):
+    for step in decode_stream([data], layers=layers, latest_only=True):
         pass
     return step
 

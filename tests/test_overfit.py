@@ -41,6 +41,42 @@ def test_every_prefix_renders_full_size_and_refines():
     assert progcodec.info(data).extra["layer_steps"] == [5, 2, 2, 2, 2, 2]
 
 
+def test_a_stream_from_before_decodes_the_same():
+    """A 64x48 stream written by an earlier version (commit c41294b): same priors (no
+    PriorMismatchError), same image to within one 8-bit level (rendering is float32)."""
+    from pathlib import Path
+
+    from PIL import Image
+
+    here = Path(__file__).parent / "data"
+    data = (here / "overfit_v2_64x48.pcs").read_bytes()
+    want = np.asarray(Image.open(here / "overfit_v2_64x48.png")).astype(int)
+    got = (progcodec.decode(data).tensor.clamp(0, 1) * 255).round().byte().permute(1, 2, 0).numpy().astype(int)
+    assert np.abs(got - want).max() <= 1
+    assert len(list(progcodec.decode_stream([data]))) == 6
+
+
+def test_context_features_are_the_dense_windows():
+    """``nets.context`` (stride-2 slices per sub-lattice) equals the plain definition: the 3x3
+    window of the replicate-padded upsampled parent, then N, W, E, S, at each pass's positions."""
+    import torch.nn.functional as F
+
+    g = torch.Generator().manual_seed(1)
+    for h, w in ((7, 5), (1, 1), (2, 9), (16, 12)):
+        grid = torch.randint(-9, 9, (h, w), generator=g).double()
+        parent = torch.randint(-9, 9, (-(-h // 2), -(-w // 2)), generator=g).double()
+        up = F.pad(nets.upsample2(parent[None, None], (h, w)), (1, 1, 1, 1), mode="replicate")[0, 0]
+        pad = F.pad(grid, (1, 1, 1, 1))
+        for p in "ab":
+            pos = [(r, c) for i, j in nets.LATTICES[p] for r in range(i, h, 2) for c in range(j, w, 2)]
+            rows = [[float(up[r + k // 3, c + k % 3]) for r, c in pos] for k in range(9)]
+            if p == "b":
+                rows += [[float(pad[r + di, c + dj]) for r, c in pos] for di, dj in ((0, 1), (1, 0), (1, 2), (2, 1))]
+            assert nets.context(parent, grid, p).tolist() == rows
+            none = nets.context(None, grid, p)
+            assert none[:9].abs().sum() == 0 and none[9:].tolist() == rows[9:]
+
+
 def test_more_iterations_fit_better():
     img = photo()
     x = torch.from_numpy(np.array(img)).permute(2, 0, 1).float() / 255
@@ -63,6 +99,7 @@ def test_entropy_model_is_exact_whatever_the_summation_order():
     shuffled = [p.clone() for p in params]
     shuffled[0] = shuffled[0][:, perm]
     assert torch.equal(quant.exact_mlp(shuffled, feats[perm]), out)
+    assert torch.equal(quant.exact_mlp(params, feats, chunk=777), out)  # column chunks
     before = torch.get_num_threads()
     try:
         torch.set_num_threads(1)

@@ -70,19 +70,27 @@ def context(parent: torch.Tensor | None, grid: torch.Tensor, p: str) -> torch.Te
 
     Pass ``a`` (anchors): the 3x3 window of the coarser grid upsampled 2x (replicate-padded);
     pass ``b``: also the N, W, E, S neighbours in the grid itself (all anchors; zero outside).
-    Dense shifted slices, then the pass's sub-lattices: no gathers. Exact on dyadic inputs.
+    Each feature row is a stride-2 slice of the padded map per sub-lattice: no gathers, no
+    dense windows. Exact on dyadic inputs.
     """
     h, w = grid.shape
-    if parent is None:
-        win = grid.new_zeros((PARENT, h, w))
-    else:
-        up = F.pad(upsample2(parent[None, None], (h, w)), (1, 1, 1, 1), mode="replicate")[0, 0]
-        win = torch.stack([up[i : i + h, j : j + w] for i in range(3) for j in range(3)])
-    if p == "a":
-        return take(win, "a")
-    g = F.pad(grid[None, None], (1, 1, 1, 1))[0, 0]
-    nb = torch.stack([g[0:h, 1 : w + 1], g[1 : h + 1, 0:w], g[1 : h + 1, 2 : w + 2], g[2 : h + 2, 1 : w + 1]])
-    return torch.cat([take(win, "b"), take(nb, "b")])
+    subs = LATTICES[p]
+    sizes = [(-(-(h - i) // 2), -(-(w - j) // 2)) for i, j in subs]
+    rows = PARENT + (NEIGH if p == "b" else 0)
+    out = grid.new_zeros((rows, sum(a * b for a, b in sizes)))
+    up = None if parent is None else F.pad(upsample2(parent[None, None], (h, w)), (1, 1, 1, 1), mode="replicate")[0, 0]
+    g = F.pad(grid[None, None], (1, 1, 1, 1))[0, 0] if p == "b" else None
+    at = 0
+    for (i, j), (hs, ws) in zip(subs, sizes):
+        cols = out[:, at : at + hs * ws].view(rows, hs, ws)
+        if up is not None:
+            for k in range(PARENT):
+                cols[k] = up[i + k // 3 :: 2, j + k % 3 :: 2][:hs, :ws]
+        if g is not None:
+            for k, (di, dj) in enumerate(((0, 1), (1, 0), (1, 2), (2, 1))):
+                cols[PARENT + k] = g[i + di :: 2, j + dj :: 2][:hs, :ws]
+        at += hs * ws
+    return out
 
 
 class MLP(nn.Module):

@@ -64,15 +64,20 @@ def weight_bits(ints: list[np.ndarray]) -> float:
     return bits
 
 
-def exact_mlp(params: list[torch.Tensor], f: torch.Tensor) -> torch.Tensor:
-    """The entropy-model MLP on float64 (inputs, N) features with dyadic weights: exact."""
+def exact_mlp(params: list[torch.Tensor], f: torch.Tensor, chunk: int = 16384) -> torch.Tensor:
+    """The entropy-model MLP on float64 (inputs, N) features with dyadic weights: exact.
+    Column chunks keep the hidden values in cache (exact, so chunking cannot change them)."""
     n = len(params) // 2
-    for i in range(n):
-        f = params[2 * i] @ f + params[2 * i + 1][:, None]
-        if i < n - 1:
-            f = torch.round(F.relu(f) * 2.0**nets.ACT_BITS).clamp(max=ACT_CLAMP * 2.0**nets.ACT_BITS)
-            f = f * 2.0**-nets.ACT_BITS
-    return f
+    out = f.new_empty((params[-2].shape[0], f.shape[1]))
+    scale = 2.0**nets.ACT_BITS
+    for s in range(0, f.shape[1], chunk):
+        h = f[:, s : s + chunk]
+        for i in range(n):
+            h = torch.addmm(params[2 * i + 1][:, None], params[2 * i], h)
+            if i < n - 1:  # relu, clamp, round to 2**-ACT_BITS; in place
+                h.clamp_(0.0, ACT_CLAMP).mul_(scale).round_().mul_(1 / scale)
+        out[:, s : s + chunk] = h
+    return out
 
 
 def coded_bits(params: list[torch.Tensor], feats: torch.Tensor, y: torch.Tensor) -> float:
