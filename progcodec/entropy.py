@@ -17,6 +17,7 @@ from __future__ import annotations
 import zlib
 from dataclasses import dataclass
 from functools import lru_cache
+from pathlib import Path
 
 import constriction
 import mpmath
@@ -84,8 +85,10 @@ def scale_index(scales) -> np.ndarray:
     return np.searchsorted(_LOG_MIDS, logs).astype(np.uint8)
 
 
-@lru_cache(maxsize=None)
-def gaussian_table(index: int) -> tuple[int, np.ndarray]:
+TABLES = Path(__file__).parent / "data" / "gaussian-tables.npz"  # compute_table for every entry
+
+
+def compute_table(index: int) -> tuple[int, np.ndarray]:
     """``(L, freqs)`` for table entry ``index``: 2L+1 bins for -L..L, then the escape bin.
 
     Computed with mpmath (not the platform's libm), so the integers are the same everywhere.
@@ -99,6 +102,37 @@ def gaussian_table(index: int) -> tuple[int, np.ndarray]:
         n = len(probs)
         freqs = np.array([int(mpmath.floor(p * ((1 << PRECISION) - n))) + 1 for p in probs], dtype=np.int64)
     return half, freqs
+
+
+def write_tables(path: Path = TABLES) -> None:
+    """Store every entry's table (``python scripts/gaussian_tables.py``); tests check it matches."""
+    tables = [compute_table(i)[1] for i in range(SCALE_LEVELS)]
+    np.savez_compressed(path, coder=np.array(CODER_ID), freqs=np.concatenate(tables).astype(np.uint32),
+                        offsets=np.cumsum([0] + [len(t) for t in tables]))
+
+
+@lru_cache(maxsize=1)
+def _stored():
+    """The shipped tables (computing them takes ~0.15 s, paid by every fresh process's first
+    decode otherwise); ``None`` when absent or made for another coder."""
+    try:
+        with np.load(TABLES, allow_pickle=False) as f:
+            if str(f["coder"]) != CODER_ID or len(f["offsets"]) != SCALE_LEVELS + 1:
+                return None
+            return f["freqs"].astype(np.int64), f["offsets"]
+    except (OSError, KeyError, ValueError):
+        return None
+
+
+@lru_cache(maxsize=None)
+def gaussian_table(index: int) -> tuple[int, np.ndarray]:
+    """``(L, freqs)`` for table entry ``index`` (:func:`compute_table`, read from ``TABLES``)."""
+    stored = _stored()
+    if stored is None:
+        return compute_table(index)
+    freqs, offsets = stored
+    t = freqs[offsets[index] : offsets[index + 1]]
+    return (len(t) - 2) // 2, t
 
 
 @lru_cache(maxsize=None)

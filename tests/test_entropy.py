@@ -84,6 +84,24 @@ def test_integer_tables_are_the_documented_ones():
     assert h.hexdigest()[:16] == TABLES_DIGEST
 
 
+def test_shipped_tables_are_the_computed_ones(tmp_path, monkeypatch):
+    """The file a fresh process reads holds exactly what mpmath computes; without it (or for
+    another coder) the tables are computed."""
+    assert E._stored() is not None
+    for i in range(E.SCALE_LEVELS):
+        half, freqs = E.compute_table(i)
+        got = E.gaussian_table(i)
+        assert got[0] == half and np.array_equal(got[1], freqs), i
+    for content in (None, "other-coder"):
+        path = tmp_path / f"{content}.npz"
+        if content:
+            np.savez(path, coder=np.array(content), freqs=np.zeros(3, np.uint32), offsets=np.arange(65))
+        monkeypatch.setattr(E, "TABLES", path)
+        E._stored.cache_clear()
+        assert E._stored() is None
+    E._stored.cache_clear()
+
+
 def test_rate_is_close_to_ideal():
     import torch
 
