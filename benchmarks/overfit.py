@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import subprocess
 import time
 from collections import defaultdict
 from pathlib import Path
@@ -44,6 +45,15 @@ def network_bytes(data: bytes) -> int:
     return len(writer.finish()[0]) - 4 * (len(nets.PLAN[0]) - 1)
 
 
+def _commit() -> str:
+    try:
+        out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
+                             cwd=Path(__file__).parent, timeout=10)
+        return out.stdout.strip() or "unknown"
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+
+
 def one(img_name, img, effort, rate, warm):
     x = to_tensor(img)[0]
     curve = []
@@ -66,13 +76,16 @@ def one(img_name, img, effort, rate, warm):
             first = first or time.perf_counter() - t1
     dec.close()
     full = time.perf_counter() - t1
+    t2 = time.perf_counter()
+    progcodec.decode(data)  # all layers, only the last rendered
+    final = time.perf_counter() - t2
     layers = []
     for s in steps:
         p, m = metrics(s.tensor, x)
         layers.append({"layer": s.layer, "bytes": s.bytes_consumed, "bpp": s.bpp, "psnr": p, "msssim": m})
     return {"image": img_name, "effort": effort, "rate": rate, "start": "warm" if warm else "cold",
-            "threads": fit_threads[0], "encode_s": enc, "decode_s": full,
-            "first_preview_s": first, "net_bytes": network_bytes(data), "bytes": len(data),
+            "threads": fit_threads[0], "encode_s": enc, "decode_s": full, "final_decode_s": final,
+            "first_preview_s": first, "commit": _commit(), "net_bytes": network_bytes(data), "bytes": len(data),
             "layers": layers, "curve": curve}
 
 
@@ -147,8 +160,11 @@ def report(rows, images):
             bd = bd_rate(anchors[fmt], finals)
             print(f"BD-rate vs {fmt}: " + (f"{bd:+.1f}%" if np.isfinite(bd) else "n/a (PSNR ranges do not overlap)"))
         prefix_table(er, images)
-        print(f"encode s (mean): {np.mean([r['encode_s'] for r in er]):.1f}; full decode s: "
-              f"{np.mean([r['decode_s'] for r in er]):.3f}; first preview s: {np.mean([r['first_preview_s'] for r in er]):.3f};"
+        fin = [r["final_decode_s"] for r in er if "final_decode_s" in r]
+        print(f"encode s (mean): {np.mean([r['encode_s'] for r in er]):.1f}; progressive decode s (every layer"
+              f" rendered): {np.mean([r['decode_s'] for r in er]):.3f}; final-image decode s: "
+              + (f"{np.mean(fin):.3f} ({len(fin)} encodes)" if fin else "n/a")
+              + f"; first preview s: {np.mean([r['first_preview_s'] for r in er]):.3f};"
               f" network bytes: {np.mean([r['net_bytes'] for r in er]):.0f}")
     print("\nclassic codecs on all these photos (mean bpp, PSNR):")
     for fmt, pts in classic_points([(n, i) for n, i in images if n in done_images]).items():
