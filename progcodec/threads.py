@@ -10,8 +10,12 @@ of that size. So progcodec decides once per process, not per call:
   ``torch.set_num_threads`` called with another value since progcodec was imported), which
   it then leaves alone.
 * Long encoder-side fits (the ``overfit`` plugin) run inside :func:`fitting`: all CPUs, at
-  most 4, for the fit's duration (a second thread made a 768x512 fit 1.5x faster on an idle
-  2-core machine), then the previous count again — again unless the process chose.
+  most 4, for the fit's duration, then the previous count again — unless the process chose,
+  and only where OpenMP's idle threads spin between ops. Where they sleep (``PASSIVE``,
+  progcodec's default, below) waking them for each of an iteration's ops ate the gain: a
+  768x512 iteration took 0.55-0.8 s on 2 threads against 0.52-0.61 s on 1 (spinning: 0.37-0.49 s
+  on 2), so the fit keeps the library's count. ``OMP_WAIT_POLICY=ACTIVE`` gets the faster fit
+  on an idle machine.
 * The HTTP server runs several decodes at once: it uses 1 torch thread per decode and at
   most one concurrent decode per CPU (``ProgcodecServer(max_decodes=...)``), so N decodes
   never run more than N busy threads. The Tk viewer decodes one stream in one worker
@@ -126,9 +130,15 @@ _fits = 0          # fits running inside ``fitting()``
 _before_fit = None  # the count to restore when the last one ends
 
 
+def threads_sleep() -> bool:
+    """Whether OpenMP's idle threads sleep between ops (``OMP_WAIT_POLICY=PASSIVE``)."""
+    return os.environ.get("OMP_WAIT_POLICY", "").strip().upper() == "PASSIVE"
+
+
 @contextmanager
 def fitting(cpus: int | None = None):
-    """Run a long encoder fit on all CPUs (at most 4) unless the process chose a thread count.
+    """Run a long encoder fit on all CPUs (at most 4) unless the process chose a thread count
+    or OpenMP's threads sleep between ops (:func:`threads_sleep`; then the count stays).
 
     Process-wide while any fit runs (torch's pool is global): a decode running beside a fit
     in the same process uses the same count.
@@ -136,7 +146,7 @@ def fitting(cpus: int | None = None):
     global _fits, _before_fit, _ours
     ensure()
     with _lock:
-        if _fits == 0 and not user_chose():
+        if _fits == 0 and not user_chose() and not threads_sleep():
             _before_fit = torch.get_num_threads()
             n = min(4, cpus or os.cpu_count() or 1)
             torch.set_num_threads(n)

@@ -84,7 +84,8 @@ FIT_PROBE = ("import torch, progcodec.threads as t; {before}\n"
 
 
 def test_fitting_uses_both_cpus_then_restores():
-    """The overfit encoder's fit runs on every CPU (at most 4) unless the process chose a count."""
+    """The overfit encoder's fit runs on every CPU (at most 4) unless the process chose a count
+    or OpenMP's threads sleep between ops (PASSIVE: then waking them costs more than they give)."""
     env = {k: v for k, v in os.environ.items() if k not in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", threads.ENV)}
 
     def run(extra=None, before="pass"):
@@ -93,6 +94,8 @@ def test_fitting_uses_both_cpus_then_restores():
         assert out.returncode == 0, out.stderr
         return [int(v) for v in out.stdout.split()]
 
-    assert run() == [2, 2, threads.default_threads()]   # then back to the library's count
+    d = threads.default_threads()
+    assert run({"OMP_WAIT_POLICY": "ACTIVE"}) == [2, 2, d]   # then back to the library's count
+    assert run({"OMP_WAIT_POLICY": "passive"}) == [d, d, d]
     assert run({"PROGCODEC_THREADS": "1"}) == [1, 1, 1]
     assert run(before="t.set_threads(1)") == [1, 1, 1]
