@@ -3,16 +3,20 @@
 Layout (all integers little-endian)::
 
     preamble  magic(8) major(u8) minor(u8) header_len(u32)
-    header    msgpack map (header_len bytes), then crc32(u32) of bytes 8 .. end of header
+    header    msgpack map (header_len bytes; from 1.2 zstd-compressed with a fixed dictionary),
+              then crc32(u32) of bytes 8 .. end of header
     frame k   index(u16) length(u32) prior_check(u32) payload(length) crc32(u32) of the frame
 
 ``Reader`` is an incremental (push) parser: feed it bytes in any split, it returns events.
 """
 from __future__ import annotations
 
+import hashlib
 import struct
 import zlib
 from dataclasses import dataclass, field, replace
+from functools import lru_cache
+from pathlib import Path
 from typing import Iterator
 
 import msgpack
@@ -22,8 +26,11 @@ from . import errors
 from .limits import LIMITS, Limits
 
 MAGIC = b"\x89PCS\r\n\x1a\n"
-VERSION = (1, 1)  # what this reader understands; a stream is written 1.0 unless it uses a 1.1 field
+VERSION = (1, 2)  # what this reader understands
 V1_1_KEYS = ("source_mode", "alpha", "layer_steps")  # format 1.1 (docs/bitstream.md §2.1)
+COMPACT_MINOR = 2  # format 1.2: the header map is zstd-compressed with HEADER_DICT (§2.2)
+HEADER_DICT = Path(__file__).parent / "data" / "header-dict-1.bin"  # scripts/header_dictionary.py
+HEADER_DICT_SHA256 = "deb84437c32a5846d03fd116fed662dc7350d2bc4e5060cd03937d7e352d3b08"
 _PRE = struct.Struct("<8sBBI")
 _FRAME = struct.Struct("<HII")
 _CRC = struct.Struct("<I")
@@ -52,6 +59,9 @@ class Header:
     # preamble + header + CRC as read from a stream (None: not read, computed by re-packing);
     # another writer's msgpack may use wider encodings than ours, so offsets come from this
     stored_size: int | None = field(default=None, compare=False, repr=False)
+    # written as format 1.2 (compressed header, opt-in: 1.0/1.1 readers cannot read it); a
+    # stream read from bytes keeps its form when re-packed (truncate)
+    compact: bool = field(default=False, compare=False, repr=False)
 
     @property
     def layers(self) -> int:
@@ -87,15 +97,27 @@ def pack_side(side: dict) -> tuple[bytes, str]:
     return (packed, "zstd") if len(packed) < len(raw) else (raw, "raw")
 
 
-def _unzstd(data: bytes, cap: int) -> bytes:
+@lru_cache(maxsize=1)
+def header_dict() -> zstandard.ZstdCompressionDict:
+    """The fixed dictionary of format 1.2 headers (checked against its published SHA-256)."""
+    try:
+        data = HEADER_DICT.read_bytes()
+    except OSError as exc:
+        raise errors.ProgcodecError(f"progcodec is installed without {HEADER_DICT}: {exc}") from None
+    if hashlib.sha256(data).hexdigest() != HEADER_DICT_SHA256:
+        raise errors.ProgcodecError(f"{HEADER_DICT} is damaged (SHA-256 differs from the format's)")
+    return zstandard.ZstdCompressionDict(data, dict_type=zstandard.DICT_TYPE_RAWCONTENT)
+
+
+def _unzstd(data: bytes, cap: int, what: str = "side information", dict_data=None) -> bytes:
     """zstd-decompress at most ``cap`` bytes: the declared content size is checked first (the
     one-shot API ignores ``max_output_size`` when a frame declares it), then a streaming read
     with a hard cap, so a bomb never allocates more than ``cap + 1`` bytes."""
     declared = zstandard.get_frame_parameters(data).content_size
     if declared != zstandard.CONTENTSIZE_UNKNOWN and declared > cap:
-        raise errors.LimitError(f"side information declares {declared} bytes, over the {cap}-byte limit")
+        raise errors.LimitError(f"{what} declares {declared} bytes, over the {cap}-byte limit")
     window = 1 << max(20, (max(cap, 1) - 1).bit_length())
-    dctx = zstandard.ZstdDecompressor(max_window_size=window)
+    dctx = zstandard.ZstdDecompressor(max_window_size=window, dict_data=dict_data)
     try:
         with dctx.stream_reader(data, read_across_frames=True, read_size=65536) as reader:
             out = reader.read(cap + 1)
@@ -106,10 +128,10 @@ def _unzstd(data: bytes, cap: int) -> bytes:
                 out += more
     except zstandard.ZstdError as exc:
         if "memory" in str(exc):  # a window larger than the limit allows
-            raise errors.LimitError(f"side information needs a larger zstd window than the limit allows: {exc}") from None
+            raise errors.LimitError(f"{what} needs a larger zstd window than the limit allows: {exc}") from None
         raise
     if len(out) > cap:
-        raise errors.LimitError(f"side information exceeds the {cap}-byte limit")
+        raise errors.LimitError(f"{what} exceeds the {cap}-byte limit")
     return out
 
 
@@ -176,7 +198,12 @@ def pack_header(h: Header) -> bytes:
         "encoded_layers": h.encoded_layers, "coder": h.coder, "side": h.side, **h.extra,
     }
     raw = msgpack.packb(body, use_bin_type=True)
-    minor = 1 if any(k in h.extra for k in V1_1_KEYS) else 0  # plain streams stay 1.0, byte for byte
+    if h.compact:  # 1.2: key names and common strings come from the dictionary (~360 -> ~130 B)
+        raw = zstandard.ZstdCompressor(level=19, dict_data=header_dict(), write_checksum=False,
+                                       write_dict_id=False).compress(raw)
+        minor = COMPACT_MINOR
+    else:  # uncompressed streams stay 1.0 unless they use a 1.1 field, byte for byte
+        minor = 1 if any(k in h.extra for k in V1_1_KEYS) else 0
     pre = _PRE.pack(MAGIC, VERSION[0], minor, len(raw))
     return pre + raw + _CRC.pack(zlib.crc32(pre[8:] + raw))
 
@@ -348,7 +375,15 @@ class Reader:
         (crc,) = _CRC.unpack_from(buf, end - 4)
         if zlib.crc32(bytes(buf[8 : end - 4])) != crc:
             raise errors.ChecksumError("header checksum mismatch (corrupted header)")
-        self.header = replace(_parse_header(bytes(buf[PREAMBLE_SIZE : end - 4]), limits), stored_size=end)
+        raw = bytes(buf[PREAMBLE_SIZE : end - 4])
+        if minor >= COMPACT_MINOR:
+            try:
+                raw = _unzstd(raw, limits.max_header_bytes, "the header", header_dict())
+            except errors.BitstreamError:
+                raise
+            except zstandard.ZstdError as exc:
+                raise errors.HeaderError(f"compressed header is damaged: {exc}") from None
+        self.header = replace(_parse_header(raw, limits), stored_size=end, compact=minor >= COMPACT_MINOR)
         self._pos = end
         return self.header
 

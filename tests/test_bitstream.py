@@ -104,9 +104,11 @@ def test_future_major_version_is_refused():
     assert isinstance(feed_all(bytes(bad))[1], errors.UnsupportedVersionError)
 
 
-def _with_header(body: dict) -> bytes:
+def _with_header(body: dict, compact: bool = False) -> bytes:
     raw = msgpack.packb(body, use_bin_type=True)
-    pre = B._PRE.pack(B.MAGIC, 1, 0, len(raw))
+    if compact:  # format 1.2
+        raw = B.zstandard.ZstdCompressor(dict_data=B.header_dict(), write_dict_id=False).compress(raw)
+    pre = B._PRE.pack(B.MAGIC, 1, 2 if compact else 0, len(raw))
     return pre + raw + B._CRC.pack(B.zlib.crc32(pre[8:] + raw))
 
 
@@ -119,8 +121,50 @@ VALID_BODY = msgpack.unpackb(B.pack_header(HEADER)[B.PREAMBLE_SIZE:-4], raw=Fals
     st.floats())))
 def test_header_fuzzing_gives_header_errors_only(changes):
     body = {**VALID_BODY, **changes}
-    events, err = feed_all(_with_header(body))
-    assert err is None or isinstance(err, errors.BitstreamError)
+    for compact in (False, True):
+        events, err = feed_all(_with_header(body, compact))
+        assert err is None or isinstance(err, errors.BitstreamError)
+
+
+def test_compact_headers_read_back_and_keep_their_form():
+    """Format 1.2 (opt-in): the header map zstd-compressed with the format's dictionary, same
+    fields; plain streams stay 1.0 byte for byte; truncation keeps either form."""
+    assert STREAM[8:10] == bytes([1, 0]) and not HEADER.compact
+    compact = B.write(replace(HEADER, compact=True), [(f.payload, f.prior_check) for f in FRAMES])
+    header, frames = B.read(compact)
+    assert compact[8:10] == bytes([1, 2]) and header.compact and header == HEADER
+    assert header.header_bytes() < HEADER.header_bytes()
+    assert [f.payload for f in frames] == [f.payload for f in FRAMES]
+    assert B.truncate(compact, layers=4) == compact and B.truncate(compact, layers=2)[8:10] == bytes([1, 2])
+    assert B.truncate(STREAM, layers=2)[8:10] == bytes([1, 0])
+
+
+def test_the_header_dictionary_is_the_published_one():
+    import hashlib
+    import importlib.util
+    from pathlib import Path
+
+    data = B.HEADER_DICT.read_bytes()
+    assert hashlib.sha256(data).hexdigest() == B.HEADER_DICT_SHA256
+    path = Path(__file__).resolve().parents[1] / "scripts" / "header_dictionary.py"
+    if path.exists():  # the script rebuilds it byte for byte
+        spec = importlib.util.spec_from_file_location("header_dictionary", path)
+        mod = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(mod)
+        assert mod.build() == data
+
+
+def test_damaged_or_bombed_compressed_headers_are_refused():
+    def stream(raw):
+        pre = B._PRE.pack(B.MAGIC, 1, 2, len(raw))
+        return pre + raw + B._CRC.pack(B.zlib.crc32(pre[8:] + raw))
+
+    assert isinstance(feed_all(stream(b"not zstd at all"))[1], errors.HeaderError)
+    good = B.pack_header(replace(HEADER, compact=True))[B.PREAMBLE_SIZE:-4]
+    assert isinstance(feed_all(stream(good[:-3]))[1], errors.HeaderError)   # cut inside
+    bomb = B.zstandard.ZstdCompressor(dict_data=B.header_dict()).compress(b"\x00" * (B.LIMITS.max_header_bytes + 1))
+    events, err = feed_all(stream(bomb))
+    assert isinstance(err, errors.LimitError) and events == []
 
 
 def test_absurd_sizes_are_refused_before_allocation():

@@ -252,3 +252,24 @@ def test_outputs_get_ordinary_permissions(tmp_path):
     for name in ("a.bin", "b.bin"):
         assert stat.S_IMODE((tmp_path / name).stat().st_mode) == 0o644
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a.bin", "b.bin"]
+
+
+def test_encode_compact_header(tmp_path, capsys):
+    """--compact-header writes format 1.2 (smaller header, same image); the default stays plain."""
+    import torch
+    from PIL import Image
+
+    import progcodec
+    from progcodec import bitstream
+
+    src = tmp_path / "in.png"
+    Image.new("RGB", (40, 30), (200, 80, 20)).save(src)
+    for flag, minor in (([], 0), (["--compact-header"], 2)):
+        out = tmp_path / f"o{minor}.pcs"
+        assert cli.main(["encode", str(src), str(out), *flag]) == 0
+        assert out.read_bytes()[9] == minor
+    plain, compact = (progcodec.info((tmp_path / f"o{m}.pcs").read_bytes()) for m in (0, 2))
+    assert compact.header_bytes() < plain.header_bytes() - 100 and compact == plain
+    assert torch.equal(progcodec.decode((tmp_path / "o2.pcs").read_bytes()).tensor,
+                       progcodec.decode((tmp_path / "o0.pcs").read_bytes()).tensor)
+    assert bitstream.read((tmp_path / "o2.pcs").read_bytes())[0].compact

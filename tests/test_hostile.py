@@ -270,7 +270,7 @@ def wide_header_stream(data: bytes) -> bytes:
     ours = bitstream.pack_header(header)
     body = msgpack.unpackb(ours[bitstream.PREAMBLE_SIZE:-4], raw=False)
     raw = _wide_msgpack(body)
-    pre = bitstream._PRE.pack(bitstream.MAGIC, *bitstream.VERSION, len(raw))
+    pre = bitstream._PRE.pack(bitstream.MAGIC, 1, ours[9], len(raw))
     return (pre + raw + bitstream._CRC.pack(zlib.crc32(pre[8:] + raw))
             + b"".join(bitstream.pack_frame(f.index, f.payload, f.prior_check) for f in frames))
 
