@@ -49,7 +49,7 @@ class _PcsDecoder(ImageFile.PyDecoder):
     """Push decoder: shows the latest complete refinement; done once the wanted layers are in."""
 
     def init(self, args):
-        self.stream = StreamDecoder(layers=args[0] if args else None)
+        self.stream = StreamDecoder(layers=args[0] if args else None, latest_only=True)  # only steps[-1] is shown
 
     def decode(self, buffer):
         # Damage is raised as DecodeOSError (an OSError, the progcodec error chained) at once,
