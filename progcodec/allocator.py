@@ -10,13 +10,16 @@ returns the free memory to the system (``malloc_trim``). Peak memory is unchange
 freed during the fit stays with the process until the fit ends (then up to 64 MB, as glibc
 keeps by itself).
 
-Process-wide, like the thread count. ``PROGCODEC_MALLOC=default`` leaves malloc alone; other
-C libraries (macOS, Windows, musl) are left alone always.
+Process-wide, like the thread count. ``PROGCODEC_MALLOC=default`` leaves malloc alone, and so
+does a process that tuned malloc itself (``MALLOC_*`` variables, ``GLIBC_TUNABLES`` with
+``glibc.malloc``); other C libraries (macOS, Windows, musl) are left alone always. Afterwards
+glibc's thresholds are set to the values its own adjustment reaches with large blocks (mmap
+32 MB, trim 64 MB), not back to its start values: an explicit setting cannot re-enable that
+adjustment.
 """
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
 import os
 import sys
 import threading
@@ -40,7 +43,7 @@ def _glibc():
         _libc = False
         if sys.platform.startswith("linux"):
             try:
-                libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+                libc = ctypes.CDLL("libc.so.6")
                 libc.gnu_get_libc_version.restype = ctypes.c_char_p
                 libc.gnu_get_libc_version()
                 _libc = libc if hasattr(libc, "mallopt") and hasattr(libc, "malloc_trim") else False
@@ -49,9 +52,15 @@ def _glibc():
     return _libc or None
 
 
+def user_tuned() -> bool:
+    """Whether the process set glibc malloc options itself (then progcodec leaves them)."""
+    env = os.environ
+    return any(k.startswith("MALLOC_") for k in env) or "glibc.malloc" in env.get("GLIBC_TUNABLES", "")
+
+
 def enabled() -> bool:
     """Whether :func:`retained` will tune malloc here."""
-    return os.environ.get(ENV, "").strip().lower() != "default" and _glibc() is not None
+    return os.environ.get(ENV, "").strip().lower() != "default" and not user_tuned() and _glibc() is not None
 
 
 @contextmanager

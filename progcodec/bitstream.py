@@ -99,13 +99,16 @@ def pack_side(side: dict) -> tuple[bytes, str]:
 
 @lru_cache(maxsize=1)
 def header_dict() -> zstandard.ZstdCompressionDict:
-    """The fixed dictionary of format 1.2 headers (checked against its published SHA-256)."""
+    """The fixed dictionary of format 1.2 headers (checked against its published SHA-256).
+    A missing or altered file makes 1.2 streams unreadable here: ``UnsupportedVersionError``."""
     try:
         data = HEADER_DICT.read_bytes()
     except OSError as exc:
-        raise errors.ProgcodecError(f"progcodec is installed without {HEADER_DICT}: {exc}") from None
+        raise errors.UnsupportedVersionError(
+            f"this progcodec installation cannot read format 1.2 headers: {HEADER_DICT} is missing ({exc})") from None
     if hashlib.sha256(data).hexdigest() != HEADER_DICT_SHA256:
-        raise errors.ProgcodecError(f"{HEADER_DICT} is damaged (SHA-256 differs from the format's)")
+        raise errors.UnsupportedVersionError(
+            f"this progcodec installation cannot read format 1.2 headers: {HEADER_DICT} is not the format's dictionary")
     return zstandard.ZstdCompressionDict(data, dict_type=zstandard.DICT_TYPE_RAWCONTENT)
 
 

@@ -114,14 +114,19 @@ def write_tables(path: Path = TABLES) -> None:
 @lru_cache(maxsize=1)
 def _stored():
     """The shipped tables (computing them takes ~0.15 s, paid by every fresh process's first
-    decode otherwise); ``None`` when absent or made for another coder."""
+    decode otherwise); ``None`` when absent, damaged, malformed or made for another coder."""
     try:
         with np.load(TABLES, allow_pickle=False) as f:
-            if str(f["coder"]) != CODER_ID or len(f["offsets"]) != SCALE_LEVELS + 1:
-                return None
-            return f["freqs"].astype(np.int64), f["offsets"]
-    except (OSError, KeyError, ValueError):
+            coder, freqs, offsets = str(f["coder"]), f["freqs"].astype(np.int64), f["offsets"].astype(np.int64)
+    except Exception:  # a damaged zip or array raises many kinds; the tables are then computed
         return None
+    if coder != CODER_ID or offsets.shape != (SCALE_LEVELS + 1,) or offsets[0] != 0 or offsets[-1] != len(freqs):
+        return None
+    for i in range(SCALE_LEVELS):
+        t = freqs[offsets[i] : offsets[i + 1]]
+        if len(t) != 2 * int(np.ceil(TAIL * float(SCALE_TABLE[i]))) + 2 or t.min() < 1 or t.sum() > 1 << PRECISION:
+            return None
+    return freqs, offsets
 
 
 @lru_cache(maxsize=None)

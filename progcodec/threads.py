@@ -14,8 +14,8 @@ of that size. So progcodec decides once per process, not per call:
   and only where OpenMP's idle threads spin between ops. Where they sleep (``PASSIVE``,
   progcodec's default, below) waking them for each of an iteration's ops ate the gain: a
   768x512 iteration took 0.55-0.8 s on 2 threads against 0.52-0.61 s on 1 (spinning: 0.37-0.49 s
-  on 2), so the fit keeps the library's count. ``OMP_WAIT_POLICY=ACTIVE`` gets the faster fit
-  on an idle machine.
+  on 2), so on machines with up to 2 CPUs (the case measured) the fit keeps the library's
+  count. ``OMP_WAIT_POLICY=ACTIVE`` gets the faster fit on an idle machine.
 * The HTTP server runs several decodes at once: it uses 1 torch thread per decode and at
   most one concurrent decode per CPU (``ProgcodecServer(max_decodes=...)``), so N decodes
   never run more than N busy threads. The Tk viewer decodes one stream in one worker
@@ -137,8 +137,9 @@ def threads_sleep() -> bool:
 
 @contextmanager
 def fitting(cpus: int | None = None):
-    """Run a long encoder fit on all CPUs (at most 4) unless the process chose a thread count
-    or OpenMP's threads sleep between ops (:func:`threads_sleep`; then the count stays).
+    """Run a long encoder fit on all CPUs (at most 4) unless the process chose a thread count,
+    or OpenMP's threads sleep between ops (:func:`threads_sleep`) on a machine with up to 2
+    CPUs (measured: the second thread gained nothing; the count stays).
 
     Process-wide while any fit runs (torch's pool is global): a decode running beside a fit
     in the same process uses the same count.
@@ -146,7 +147,7 @@ def fitting(cpus: int | None = None):
     global _fits, _before_fit, _ours
     ensure()
     with _lock:
-        if _fits == 0 and not user_chose() and not threads_sleep():
+        if _fits == 0 and not user_chose() and not (threads_sleep() and (os.cpu_count() or 1) <= 2):
             _before_fit = torch.get_num_threads()
             n = min(4, cpus or os.cpu_count() or 1)
             torch.set_num_threads(n)

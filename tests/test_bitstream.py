@@ -162,9 +162,25 @@ def test_damaged_or_bombed_compressed_headers_are_refused():
     assert isinstance(feed_all(stream(b"not zstd at all"))[1], errors.HeaderError)
     good = B.pack_header(replace(HEADER, compact=True))[B.PREAMBLE_SIZE:-4]
     assert isinstance(feed_all(stream(good[:-3]))[1], errors.HeaderError)   # cut inside
-    bomb = B.zstandard.ZstdCompressor(dict_data=B.header_dict()).compress(b"\x00" * (B.LIMITS.max_header_bytes + 1))
-    events, err = feed_all(stream(bomb))
-    assert isinstance(err, errors.LimitError) and events == []
+    big = b"\x00" * (B.LIMITS.max_header_bytes + 1)
+    for declared in (True, False):
+        bomb = B.zstandard.ZstdCompressor(dict_data=B.header_dict(), write_content_size=declared).compress(big)
+        events, err = feed_all(stream(bomb))
+        assert isinstance(err, errors.LimitError) and events == [], declared
+
+
+def test_a_missing_or_altered_dictionary_is_a_clear_error(tmp_path, monkeypatch):
+    compact = B.write(replace(HEADER, compact=True), [(f.payload, f.prior_check) for f in FRAMES])
+    for content in (None, b"not the dictionary"):
+        path = tmp_path / "dict.bin"
+        if content:
+            path.write_bytes(content)
+        monkeypatch.setattr(B, "HEADER_DICT", path)
+        B.header_dict.cache_clear()
+        assert isinstance(feed_all(compact)[1], errors.UnsupportedVersionError)
+        assert feed_all(STREAM)[1] is None  # plain streams need no dictionary
+    monkeypatch.undo()
+    B.header_dict.cache_clear()
 
 
 def test_absurd_sizes_are_refused_before_allocation():

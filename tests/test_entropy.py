@@ -92,13 +92,23 @@ def test_shipped_tables_are_the_computed_ones(tmp_path, monkeypatch):
         half, freqs = E.compute_table(i)
         got = E.gaussian_table(i)
         assert got[0] == half and np.array_equal(got[1], freqs), i
-    for content in (None, "other-coder"):
-        path = tmp_path / f"{content}.npz"
-        if content:
-            np.savez(path, coder=np.array(content), freqs=np.zeros(3, np.uint32), offsets=np.arange(65))
+    shipped = E.TABLES.read_bytes()
+    with np.load(E.TABLES) as f:
+        good = dict(f)
+    wrong = dict(good, freqs=good["freqs"].copy())
+    wrong["freqs"][0] = 0  # a frequency every symbol needs
+    for name, content in (("missing", None), ("other-coder", dict(good, coder=np.array("other"))),
+                          ("malformed", wrong), ("cut", shipped[: len(shipped) // 2]), ("flipped", None)):
+        path = tmp_path / f"{name}.npz"
+        if isinstance(content, dict):
+            np.savez(path, **content)
+        elif content is not None:
+            path.write_bytes(content)
+        elif name == "flipped":
+            path.write_bytes(shipped[:100] + bytes([shipped[100] ^ 0xFF]) + shipped[101:])
         monkeypatch.setattr(E, "TABLES", path)
         E._stored.cache_clear()
-        assert E._stored() is None
+        assert E._stored() is None, name
     E._stored.cache_clear()
 
 

@@ -96,6 +96,9 @@ def test_fitting_uses_both_cpus_then_restores():
 
     d = threads.default_threads()
     assert run({"OMP_WAIT_POLICY": "ACTIVE"}) == [2, 2, d]   # then back to the library's count
-    assert run({"OMP_WAIT_POLICY": "passive"}) == [d, d, d]
+    if (os.cpu_count() or 1) <= 2:
+        assert run({"OMP_WAIT_POLICY": "passive"}) == [d, d, d]
+    else:
+        assert run({"OMP_WAIT_POLICY": "passive"}) == [2, 2, d]
     assert run({"PROGCODEC_THREADS": "1"}) == [1, 1, 1]
     assert run(before="t.set_threads(1)") == [1, 1, 1]
