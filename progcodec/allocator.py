@@ -5,8 +5,8 @@ torch allocates every large CPU tensor with ``malloc``; glibc serves big request
 page-faults its 10-40 MB activations in again. On a 768x512 ``overfit`` fit that was ~45,000
 page faults per iteration and a third of its time on one thread (README "Threads").
 :func:`retained` makes glibc serve them from its heap and keep freed memory (``mallopt``:
-no ``mmap`` chunks, no trimming) while any fit runs, then restores glibc's defaults and
-returns the free memory to the system (``malloc_trim``). Peak memory is unchanged; memory
+no ``mmap`` chunks, no trimming) while any fit runs, then sets glibc's limits back (below)
+and returns the free memory to the system (``malloc_trim``). Peak memory is unchanged; memory
 freed during the fit stays with the process until the fit ends (then up to 64 MB, as glibc
 keeps by itself).
 
@@ -68,17 +68,20 @@ def retained():
     """While inside (nestable, thread-safe): glibc keeps freed memory for reuse."""
     global _active
     libc = _glibc() if enabled() else None
+    if libc is None:
+        yield False
+        return
     with _lock:
-        if libc is not None and _active == 0:
+        if _active == 0:
             libc.mallopt(_M_MMAP_MAX, 0)
             libc.mallopt(_M_TRIM_THRESHOLD, 1 << 30)
-        _active += libc is not None
+        _active += 1
     try:
-        yield libc is not None
+        yield True
     finally:
         with _lock:
-            _active -= libc is not None
-            if libc is not None and _active == 0:
+            _active -= 1
+            if _active == 0:
                 for param, value in _AFTER:
                     libc.mallopt(param, value)
                 libc.malloc_trim(0)

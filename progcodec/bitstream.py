@@ -378,15 +378,13 @@ class Reader:
         (crc,) = _CRC.unpack_from(buf, end - 4)
         if zlib.crc32(bytes(buf[8 : end - 4])) != crc:
             raise errors.ChecksumError("header checksum mismatch (corrupted header)")
-        raw = bytes(buf[PREAMBLE_SIZE : end - 4])
-        if minor >= COMPACT_MINOR:
+        raw, compact = bytes(buf[PREAMBLE_SIZE : end - 4]), minor >= COMPACT_MINOR
+        if compact:
             try:
                 raw = _unzstd(raw, limits.max_header_bytes, "the header", header_dict())
-            except errors.BitstreamError:
-                raise
             except zstandard.ZstdError as exc:
                 raise errors.HeaderError(f"compressed header is damaged: {exc}") from None
-        self.header = replace(_parse_header(raw, limits), stored_size=end, compact=minor >= COMPACT_MINOR)
+        self.header = replace(_parse_header(raw, limits), stored_size=end, compact=compact)
         self._pos = end
         return self.header
 

@@ -88,13 +88,18 @@ def scale_index(scales) -> np.ndarray:
 TABLES = Path(__file__).parent / "data" / "gaussian-tables.npz"  # compute_table for every entry
 
 
+def _half(index: int) -> int:
+    """L of table entry ``index``: its support is -L..L (then the escape bin)."""
+    return int(np.ceil(TAIL * float(SCALE_TABLE[index])))
+
+
 def compute_table(index: int) -> tuple[int, np.ndarray]:
     """``(L, freqs)`` for table entry ``index``: 2L+1 bins for -L..L, then the escape bin.
 
     Computed with mpmath (not the platform's libm), so the integers are the same everywhere.
     """
     sigma = mpmath.mpf(float(SCALE_TABLE[index]))
-    half = int(np.ceil(TAIL * float(SCALE_TABLE[index])))
+    half = _half(index)
     with mpmath.workdps(30):
         cdf = [mpmath.erfc(-(mpmath.mpf(r) + 0.5) / (sigma * mpmath.sqrt(2))) / 2 for r in range(-half - 1, half + 1)]
         probs = [cdf[i + 1] - cdf[i] for i in range(2 * half + 1)]
@@ -124,7 +129,7 @@ def _stored():
         return None
     for i in range(SCALE_LEVELS):
         t = freqs[offsets[i] : offsets[i + 1]]
-        if len(t) != 2 * int(np.ceil(TAIL * float(SCALE_TABLE[i]))) + 2 or t.min() < 1 or t.sum() > 1 << PRECISION:
+        if len(t) != 2 * _half(i) + 2 or t.min() < 1 or t.sum() > 1 << PRECISION:
             return None
     return freqs, offsets
 
@@ -136,8 +141,7 @@ def gaussian_table(index: int) -> tuple[int, np.ndarray]:
     if stored is None:
         return compute_table(index)
     freqs, offsets = stored
-    t = freqs[offsets[index] : offsets[index + 1]]
-    return (len(t) - 2) // 2, t
+    return _half(index), freqs[offsets[index] : offsets[index + 1]]
 
 
 @lru_cache(maxsize=None)
