@@ -174,7 +174,7 @@ class StreamDecoder:
     def _feed(self, data: bytes) -> list[DecodeStep]:
         if self.finished:
             return []
-        steps = []
+        steps, good = [], None
         try:
             with torch.inference_mode():
                 events = self.reader.feed(bytes(data))
@@ -185,13 +185,36 @@ class StreamDecoder:
                 for i, frame in enumerate(frames):
                     stale = self.latest_only and i < len(frames) - 1  # a newer layer is already here
                     step = self._layer(frame, render=self.render and not stale)
+                    good = None if not stale else (frame, len(self.symbols))
                     if not stale:
                         steps.append(step)
         except Exception as exc:
+            if good is not None and self.render:
+                steps.extend(self._rerender(*good))  # a stale layer before the error: deliver it
             if not steps:
                 raise
             self._error = exc
         return steps
+
+    def _rerender(self, frame: bitstream.Frame, layers: int) -> list[DecodeStep]:
+        """Render the state after the first ``layers`` model layers again (a later layer failed
+        part-way, so the live state holds part of it): a fresh state replays their symbols."""
+        try:
+            with torch.inference_mode():
+                h = self.header
+                ph, pw = padded_size(h.height, h.width, self._model.stride)
+                state = self._model.decoder(ph, pw, bitstream.unpack_side(h, self.reader.limits))
+                for k, parts in enumerate(self.symbols[:layers]):
+                    n = state.coding_steps(k)
+                    for s, part in enumerate([parts] if n == 1 else parts):
+                        state.step_prior(k, s)
+                        state.step_push(k, s, part)
+                tensor = state.image()[..., : h.height, : h.width].clamp(0, 1)
+                tensor = modes.finish(tensor, modes.output_mode(h), self._alpha)
+        except Exception:
+            return []  # the error that stopped the stream is what the caller gets
+        return [DecodeStep(tensor=tensor, layer=frame.index + 1, layers_total=h.layers,
+                           bytes_consumed=frame.end, header=h)]
 
     def _close(self) -> None:
         if self.finished and not self.reader.done:

@@ -1,5 +1,6 @@
 """End to end through the pyramid plugin: encode, streaming decode, errors a user meets."""
 import asyncio
+from pathlib import Path
 from dataclasses import replace
 
 import numpy as np
@@ -182,3 +183,20 @@ def test_latest_only_skips_stale_renders(stream):
     assert [s.layer for s in got] == [3, 5]
     ref = steps_of([stream])
     assert torch.equal(got[0].tensor, ref[2].tensor) and torch.equal(got[1].tensor, ref[4].tensor)
+
+
+@pytest.mark.parametrize("which", ["pyramid", "overfit"])
+def test_latest_only_delivers_the_layers_before_a_failing_one(stream, which):
+    """Was: with layers 1-3 in one chunk and layer 3 failing its prior check, latest_only had
+    rendered neither 1 nor 2 and returned nothing; now layer 2 is delivered, then the error."""
+    data = stream if which == "pyramid" else (Path(__file__).parent / "data/overfit_v2_64x48.pcs").read_bytes()
+    header, frames = bitstream.read(data)
+    fr = [(f.payload, f.prior_check) for f in frames]
+    fr[2] = (fr[2][0], fr[2][1] ^ 1)  # layer 3 (for overfit: 2 coding steps, the first pushed)
+    bad = bitstream.write(header, fr)
+    dec = progcodec.StreamDecoder(latest_only=True)
+    got = dec.feed(bad)
+    assert [s.layer for s in got] == [2]
+    assert torch.equal(got[0].tensor, steps_of([data])[1].tensor)
+    with pytest.raises(progcodec.PriorMismatchError):
+        dec.feed(b"")
