@@ -250,3 +250,14 @@ def test_weights_relative_to_the_warm_start_round_trip_exactly(shift, seed):
     assert quant.weight_bits(zeros) < 0.1 * quant.weight_bits(ints)
     [(alone, same)] = quant.candidates(tensors, None, shift)   # no warm start: the integers themselves
     assert all(np.array_equal(a, i) and np.array_equal(s, i) for a, s, i in zip(alone, same, ints))
+
+
+def test_network_learning_rate_follows_the_rate_point():
+    """0.01 up to rate medium (unchanged there), 0.03 from rate high on, monotone between."""
+    from progcodec_plugins.overfit.fit import net_lr_for
+    from progcodec_plugins.overfit.plugin import LAMBDAS
+
+    assert [net_lr_for(LAMBDAS[r]) for r in ("lowest", "low", "medium")] == [0.01] * 3
+    assert net_lr_for(LAMBDAS["high"]) == pytest.approx(0.03) and net_lr_for(LAMBDAS["highest"]) == pytest.approx(0.03)
+    between = [net_lr_for(l) for l in (0.0028, 0.002, 0.0014)]
+    assert 0.01 < between[0] < between[1] < between[2] < 0.03

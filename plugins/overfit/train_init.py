@@ -62,7 +62,7 @@ def main():
     torch.manual_seed(a.seed)
     xs = crops(a.data, a.crops, a.size, a.seed)
     rates = list(LAMBDAS)
-    cfg = fit.FitConfig(lmbda=LAMBDAS["medium"], iters=a.iters)
+    cfg = fit.FitConfig(lmbda=LAMBDAS["medium"], iters=a.iters, net_lr=1e-2)  # as the shipped warm start was trained
     shared = fit.Fitted(a.size, a.size, cfg)
     models = [fit.Fitted(a.size, a.size, cfg) for _ in xs]
     for m in models:
