@@ -199,6 +199,7 @@ class StreamDecoder:
     def _rerender(self, frame: bitstream.Frame, layers: int) -> list[DecodeStep]:
         """Render the state after the first ``layers`` model layers again (a later layer failed
         part-way, so the live state holds part of it): a fresh state replays their symbols."""
+        self._state = None  # the error is sticky: free the live state before building another
         try:
             with torch.inference_mode():
                 h = self.header
