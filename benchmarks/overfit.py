@@ -138,11 +138,17 @@ def report(rows, images):
     cache = {}
     for effort, start in sorted({(r["effort"], r.get("start", "cold")) for r in rows}):
         er = [r for r in rows if r["effort"] == effort and r.get("start", "cold") == start]
+        rates = {r["rate"] for r in er}  # mean curves only over photos that have every rate
+        full = {n for n in {r["image"] for r in er} if {r["rate"] for r in er if r["image"] == n} == rates}
+        partial = sorted({r["image"] for r in er} - full) if full else []
+        er = [r for r in er if r["image"] in full] if full else er
         photos = tuple(sorted({r["image"] for r in er}))
         if photos not in cache:  # the anchors on exactly this group's photos
             cache[photos] = classic_points([(n, i) for n, i in images if n in photos])
         anchors = cache[photos]
-        print(f"\n### effort {effort}, {start} start ({len({r['image'] for r in er})} photos, 768x512)\n")
+        print(f"\n### effort {effort}, {start} start ({len(photos)} photos, 768x512)\n")
+        if partial:
+            print(f"(left out, not every rate measured: {', '.join(partial)})\n")
         print("| rate | layer | bpp | PSNR | MS-SSIM |")
         print("|---|---:|---:|---:|---:|")
         finals = []
