@@ -138,10 +138,11 @@ def report(rows, images):
     cache = {}
     for effort, start in sorted({(r["effort"], r.get("start", "cold")) for r in rows}):
         er = [r for r in rows if r["effort"] == effort and r.get("start", "cold") == start]
-        rates = {r["rate"] for r in er}  # mean curves only over photos that have every rate
-        full = {n for n in {r["image"] for r in er} if {r["rate"] for r in er if r["image"] == n} == rates}
-        partial = sorted({r["image"] for r in er} - full) if full else []
-        er = [r for r in er if r["image"] in full] if full else er
+        rates, names = {r["rate"] for r in er}, {r["image"] for r in er}
+        full = {n for n in names if {r["rate"] for r in er if r["image"] == n} == rates}
+        partial = sorted(names - full) if full else []  # mean curves only over photos with every rate
+        if partial:
+            er = [r for r in er if r["image"] in full]
         photos = tuple(sorted({r["image"] for r in er}))
         if photos not in cache:  # the anchors on exactly this group's photos
             cache[photos] = classic_points([(n, i) for n, i in images if n in photos])

@@ -202,20 +202,16 @@ class StreamDecoder:
         self._state = None  # the error is sticky: free the live state before building another
         try:
             with torch.inference_mode():
-                h = self.header
-                ph, pw = padded_size(h.height, h.width, self._model.stride)
-                state = self._model.decoder(ph, pw, bitstream.unpack_side(h, self.reader.limits))
+                state = self._new_state()
                 for k, parts in enumerate(self.symbols[:layers]):
                     n = state.coding_steps(k)
                     for s, part in enumerate([parts] if n == 1 else parts):
                         state.step_prior(k, s)
                         state.step_push(k, s, part)
-                tensor = state.image()[..., : h.height, : h.width].clamp(0, 1)
-                tensor = modes.finish(tensor, modes.output_mode(h), self._alpha)
+                tensor = self._render(state, f"{self.header.model}: rendering")
         except Exception:
             return []  # the error that stopped the stream is what the caller gets
-        return [DecodeStep(tensor=tensor, layer=frame.index + 1, layers_total=h.layers,
-                           bytes_consumed=frame.end, header=h)]
+        return [self._step(frame, modes.finish(tensor, modes.output_mode(self.header), self._alpha))]
 
     def _close(self) -> None:
         if self.finished and not self.reader.done:
@@ -231,10 +227,23 @@ class StreamDecoder:
         self._model = open_model(header)
         check_memory(header, self._model, self.reader.limits)
         self._alpha_at = modes.alpha_frame(header)
-        side = bitstream.unpack_side(header, self.reader.limits)
-        ph, pw = padded_size(header.height, header.width, self._model.stride)
-        self._state = _guard(f"{header.model}: reading side information", self._model.decoder, ph, pw, side)
+        self._state = self._new_state()
         self._steps = layer_steps(header) or []  # validated by open_model; [] = one step per layer
+
+    def _new_state(self):
+        """A fresh decoding state from the header's side information."""
+        h = self.header
+        side = bitstream.unpack_side(h, self.reader.limits)
+        ph, pw = padded_size(h.height, h.width, self._model.stride)
+        return _guard(f"{h.model}: reading side information", self._model.decoder, ph, pw, side)
+
+    def _render(self, state, what: str) -> torch.Tensor:
+        """The state's image, cropped to the header's size, in [0, 1]."""
+        return _guard(what, state.image)[..., : self.header.height, : self.header.width].clamp(0, 1)
+
+    def _step(self, frame: bitstream.Frame, tensor) -> DecodeStep:
+        return DecodeStep(tensor=tensor, layer=frame.index + 1, layers_total=self.header.layers,
+                          bytes_consumed=frame.end, header=self.header)
 
     def _layer(self, frame: bitstream.Frame, render: bool) -> DecodeStep:
         if self._alpha_at is not None and frame.index == self._alpha_at:
@@ -253,11 +262,9 @@ class StreamDecoder:
         tensor = None
         if render:
             if self._colour is None:
-                colour = _guard(f"{self.header.model}: rendering", self._state.image)
-                self._colour = colour[..., : self.header.height, : self.header.width].clamp(0, 1)
+                self._colour = self._render(self._state, f"{self.header.model}: rendering")
             tensor = modes.finish(self._colour, modes.output_mode(self.header), self._alpha)
-        return DecodeStep(tensor=tensor, layer=frame.index + 1, layers_total=self.header.layers,
-                          bytes_consumed=frame.end, header=self.header)
+        return self._step(frame, tensor)
 
     def _model_layer(self, frame: bitstream.Frame, render: bool) -> DecodeStep:
         k, name = frame.index, self.header.model
@@ -274,12 +281,7 @@ class StreamDecoder:
             parts.append(reader.decode(params))
             _guard(f"{name}: {at}", self._state.step_push, k, s, parts[-1])
         self.symbols.append(parts[0] if n == 1 else parts)
-        tensor = None
-        if render:
-            tensor = _guard(f"{name}: rendering layer {k + 1}", self._state.image)
-            tensor = tensor[..., : self.header.height, : self.header.width].clamp(0, 1)
-        return DecodeStep(tensor=tensor, layer=frame.index + 1, layers_total=self.header.layers,
-                          bytes_consumed=frame.end, header=self.header)
+        return self._step(frame, self._render(self._state, f"{name}: rendering layer {k + 1}") if render else None)
 
 
 def decode_stream(chunks: Iterable[bytes], layers: int | None = None, limits: Limits | None = None,

@@ -1,7 +1,7 @@
 """End to end through the pyramid plugin: encode, streaming decode, errors a user meets."""
 import asyncio
-from pathlib import Path
 from dataclasses import replace
+from pathlib import Path
 
 import numpy as np
 import pytest
