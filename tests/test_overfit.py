@@ -85,6 +85,30 @@ def test_more_iterations_fit_better():
     assert psnr(long, x) > psnr(short, x) + 2
 
 
+@pytest.mark.parametrize("size", [(1, 1), (5, 3), (2, 9), (37, 53)])
+def test_fitting_first_layer_equals_the_context_features(size):
+    """The fit's first entropy-model layer (strided convolutions per sub-lattice) computes the
+    same function as the decoder's context features times the first weights, values and gradients."""
+    g = torch.Generator().manual_seed(3)
+    m = fit.Fitted(*size, fit.FitConfig(lmbda=0.01, iters=1)).double()
+    for p in m.arm.parameters():
+        p.data = torch.randn(p.shape, generator=g, dtype=torch.float64)
+    ys = [torch.randn(1, 1, h, w, generator=g, dtype=torch.float64).requires_grad_() for h, w in m.sizes]
+    grads = []
+    for run in ("features", "convolutions"):
+        if run == "features":
+            outs = [mlp.layers[0](f.t()).t() for mlp, (f, _) in zip((m.arm.a, m.arm.b), fit.contexts(ys))]
+        else:
+            outs = list(fit.first_layers(m, ys))
+        sum((o.sin() * (k + 1)).sum() for k, o in enumerate(outs)).backward()
+        grad = [torch.zeros_like(t) if t.grad is None else t.grad.clone() for t in ys + list(m.arm.parameters())]
+        grads.append(([o.detach() for o in outs], grad))
+        for t in ys + list(m.arm.parameters()):
+            t.grad = None
+    (o1, g1), (o2, g2) = grads
+    assert all(torch.allclose(a, b, rtol=1e-12, atol=1e-12) for a, b in zip(o1 + g1, o2 + g2))
+
+
 def test_entropy_model_is_exact_whatever_the_summation_order():
     """Dyadic weights on integer inputs: every partial sum is exact, so the order cannot matter."""
     g = torch.Generator().manual_seed(0)
