@@ -94,12 +94,12 @@ def test_fitting_first_layer_equals_the_context_features(size):
     for p in m.arm.parameters():
         p.data = torch.randn(p.shape, generator=g, dtype=torch.float64)
     ys = [torch.randn(1, 1, h, w, generator=g, dtype=torch.float64).requires_grad_() for h, w in m.sizes]
+    def features():
+        return [mlp.layers[0](f.t()).t() for mlp, (f, _) in zip((m.arm.a, m.arm.b), fit.contexts(ys))]
+
     grads = []
-    for run in ("features", "convolutions"):
-        if run == "features":
-            outs = [mlp.layers[0](f.t()).t() for mlp, (f, _) in zip((m.arm.a, m.arm.b), fit.contexts(ys))]
-        else:
-            outs = list(fit.first_layers(m, ys))
+    for run in (features, lambda: list(fit.first_layers(m, ys))):
+        outs = run()
         sum((o.sin() * (k + 1)).sum() for k, o in enumerate(outs)).backward()
         grad = [torch.zeros_like(t) if t.grad is None else t.grad.clone() for t in ys + list(m.arm.parameters())]
         grads.append(([o.detach() for o in outs], grad))

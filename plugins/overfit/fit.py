@@ -70,7 +70,8 @@ def first_layers(model: Fitted, ys: list[torch.Tensor]) -> tuple[torch.Tensor, t
     (and, pass b, of the grid) per sub-lattice: a few ops per grid instead of one per feature row."""
     la, lb = model.arm.a.layers[0], model.arm.b.layers[0]
     hid = la.weight.shape[0]
-    cross = lb.weight.new_zeros(hid, 9).index_copy(1, torch.tensor([1, 3, 5, 7]), lb.weight[:, nets.PARENT:])
+    taps = torch.tensor([3 * di + dj for di, dj in nets.NEIGHBOURS])
+    cross = lb.weight.new_zeros(hid, 9).index_copy(1, taps, lb.weight[:, nets.PARENT:])
     ka = la.weight.view(hid, 1, 3, 3)
     kb = torch.stack([lb.weight[:, : nets.PARENT], cross], 1).view(hid, 2, 3, 3)
     outs = ([], [])
@@ -80,17 +81,17 @@ def first_layers(model: Fitted, ys: list[torch.Tensor]) -> tuple[torch.Tensor, t
         gp = F.pad(g, (1, 1, 1, 1))
         if l + 1 < GRIDS:
             up = F.pad(nets.upsample2(ys[l + 1], (h, w)), (1, 1, 1, 1), mode="replicate")
-            both = torch.cat([up, gp], 1)
+            sources = {"a": (up, ka), "b": (torch.cat([up, gp], 1), kb)}
+        else:  # the coarsest grid: no parent (zero features), pass b sees only its neighbours
+            sources = {"a": None, "b": (gp, kb[:, 1:])}
         for p, out in zip("ab", outs):
             for i, j in nets.LATTICES[p]:
-                if h <= i or w <= j:  # an empty sub-lattice (a grid one row or column wide)
-                    f = g.new_zeros(1, hid, 0, 0)
-                elif l + 1 < GRIDS:
-                    f = F.conv2d((up if p == "a" else both)[..., i:, j:], ka if p == "a" else kb, stride=2)
-                elif p == "a":  # the coarsest grid: no parent, the features are zero
-                    f = g.new_zeros(1, hid, -(-(h - i) // 2), -(-(w - j) // 2))
+                hs, ws = -(-(h - i) // 2), -(-(w - j) // 2)
+                if sources[p] is None or hs * ws == 0:  # also an empty sub-lattice (1-wide grid)
+                    f = g.new_zeros(1, hid, hs, ws)
                 else:
-                    f = F.conv2d(gp[..., i:, j:], kb[:, 1:], stride=2)
+                    x, k = sources[p]
+                    f = F.conv2d(x[..., i:, j:], k, stride=2)
                 out.append(f[0].flatten(1))
     return torch.cat(outs[0], 1) + la.bias[:, None], torch.cat(outs[1], 1) + lb.bias[:, None]
 
@@ -100,9 +101,8 @@ def latent_bits(model: Fitted, ys: list[torch.Tensor], noisy: bool) -> torch.Ten
     bits = 0.0
     for mlp, f, p in zip((model.arm.a, model.arm.b), first_layers(model, ys), "ab"):
         y = torch.cat([nets.take(g[0], p)[0] for g in ys])
-        for layer in mlp.layers[1:]:
-            f = torch.addmm(layer.bias[:, None], layer.weight, F.relu(f))
-        mu, ls = f[0], f[1]
+        out = mlp.after_first(f)
+        mu, ls = out[0], out[1]
         if not noisy:
             mu = mu + (torch.round(mu) - mu).detach()
         bits = bits + nets.gaussian_bits(y, mu, ls).sum()

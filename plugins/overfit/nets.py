@@ -16,6 +16,7 @@ import torch.nn.functional as F
 GRIDS = 7          # latent grids at 1/1 .. 1/64 of the image size
 PARENT = 9         # 3x3 window of the (upsampled) coarser grid
 NEIGH = 4          # N, W, E, S neighbours in the same grid (pass b only)
+NEIGHBOURS = ((0, 1), (1, 0), (1, 2), (2, 1))  # their offsets in the grid padded by one
 ACT_BITS = 8       # hidden activations of the exact entropy model are rounded to 2**-8
 
 
@@ -87,7 +88,7 @@ def context(parent: torch.Tensor | None, grid: torch.Tensor, p: str) -> torch.Te
             for k in range(PARENT):
                 cols[k] = up[i + k // 3 :: 2, j + k % 3 :: 2][:hs, :ws]
         if g is not None:
-            for k, (di, dj) in enumerate(((0, 1), (1, 0), (1, 2), (2, 1))):
+            for k, (di, dj) in enumerate(NEIGHBOURS):
                 cols[PARENT + k] = g[i + di :: 2, j + dj :: 2][:hs, :ws]
         at += hs * ws
     return out
@@ -105,10 +106,13 @@ class MLP(nn.Module):
 
     def forward(self, f: torch.Tensor) -> torch.Tensor:
         """(inputs, N) -> (2, N)."""
-        for i, layer in enumerate(self.layers):
-            f = torch.addmm(layer.bias[:, None], layer.weight, f)
-            if i < len(self.layers) - 1:
-                f = F.relu(f)
+        first = self.layers[0]
+        return self.after_first(torch.addmm(first.bias[:, None], first.weight, f))
+
+    def after_first(self, f: torch.Tensor) -> torch.Tensor:
+        """The rest of the MLP on the first layer's outputs (hidden, N) -> (2, N)."""
+        for layer in self.layers[1:]:
+            f = torch.addmm(layer.bias[:, None], layer.weight, F.relu(f))
         return f
 
 
