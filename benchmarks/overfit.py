@@ -1,9 +1,10 @@
 """The fitted-per-image codec: R-D per layer, effort and rate, encode/decode time, fitting curve.
 
     python benchmarks/overfit.py [--limit 3] [--rates lowest low medium high] [--efforts fast medium]
-                                 [--cold] [--out docs/figures/overfit.jsonl] [--report-only]
+                                 [--start latents] [--out docs/figures/overfit.jsonl] [--report-only]
 
-``--cold`` fits from random networks instead of the shipped warm start. Each (image, effort,
+``--start``: ``latents`` (the default: warm-start networks and the analysis network's starting
+latents), ``warm`` (warm-start networks, latents from zero) or ``cold`` (random networks). Each (image, effort,
 rate, start) encode is one JSON line in ``--out`` (appended as it finishes, so
 an interrupted run resumes where it stopped). The report prints, per effort: mean bpp / PSNR /
 MS-SSIM after each layer, encode and decode seconds (768x512, this CPU), time to the first
@@ -54,7 +55,10 @@ def _commit() -> str:
         return "unknown"
 
 
-def one(img_name, img, effort, rate, warm):
+START = {"latents": {"latent_init": "analysis"}, "warm": {"latent_init": "zero"}, "cold": {"warm_start": False}}
+
+
+def one(img_name, img, effort, rate, start):
     x = to_tensor(img)[0]
     curve = []
     t0 = time.perf_counter()
@@ -64,7 +68,7 @@ def one(img_name, img, effort, rate, warm):
         fit_threads[:] = [progcodec.get_threads()]
         curve.append((it, round(p, 3), round(b, 4), round(time.perf_counter() - t0, 2)))
 
-    data = progcodec.encode(img, model="overfit", rate=rate, effort=effort, warm_start=warm, progress=progress)
+    data = progcodec.encode(img, model="overfit", rate=rate, effort=effort, progress=progress, **START[start])
     enc = time.perf_counter() - t0
     t1 = time.perf_counter()
     dec = StreamDecoder()
@@ -83,7 +87,7 @@ def one(img_name, img, effort, rate, warm):
     for s in steps:
         p, m = metrics(s.tensor, x)
         layers.append({"layer": s.layer, "bytes": s.bytes_consumed, "bpp": s.bpp, "psnr": p, "msssim": m})
-    return {"image": img_name, "effort": effort, "rate": rate, "start": "warm" if warm else "cold",
+    return {"image": img_name, "effort": effort, "rate": rate, "start": start,
             "threads": fit_threads[0], "encode_s": enc, "decode_s": full, "final_decode_s": final,
             "first_preview_s": first, "commit": _commit(), "net_bytes": network_bytes(data), "bytes": len(data),
             "layers": layers, "curve": curve}
@@ -190,20 +194,20 @@ def main():
     ap.add_argument("--rates", nargs="*", default=["lowest", "low", "medium", "high"])
     ap.add_argument("--efforts", nargs="*", default=["fast", "medium"])
     ap.add_argument("--out", type=Path, default=Path(__file__).resolve().parents[1] / "docs" / "figures" / "overfit.jsonl")
-    ap.add_argument("--cold", action="store_true", help="random initial networks (no warm start)")
+    ap.add_argument("--start", choices=tuple(START), default="latents", help="how fits start (see above)")
     ap.add_argument("--report-only", action="store_true")
     a = ap.parse_args()
     images = test_images(a.images, a.limit)
     rows = [json.loads(line) for line in a.out.read_text().splitlines()] if a.out.exists() else []
     if not a.report_only:
-        start = "cold" if a.cold else "warm"
+        start = a.start
         have = {(r["image"], r["effort"], r["rate"], r.get("start", "cold")) for r in rows}
         for effort in a.efforts:
             for rate in a.rates:
                 for name, img in images:
                     if (name, effort, rate, start) in have:
                         continue
-                    r = one(name, img, effort, rate, not a.cold)
+                    r = one(name, img, effort, rate, start)
                     rows.append(r)
                     with a.out.open("a") as f:
                         f.write(json.dumps(r) + "\n")

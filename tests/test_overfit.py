@@ -285,3 +285,45 @@ def test_network_learning_rate_follows_the_rate_point():
     assert net_lr_for(LAMBDAS["high"]) == pytest.approx(0.03) and net_lr_for(LAMBDAS["highest"]) == pytest.approx(0.03)
     between = [net_lr_for(l) for l in (0.0028, 0.002, 0.0014)]
     assert 0.01 < between[0] < between[1] < between[2] < 0.03
+
+
+@pytest.mark.parametrize("size", [(1, 1), (5, 3), (2, 9), (37, 53)])
+def test_analysis_network_gives_every_grid_its_size(size):
+    net = progcodec.registry.load("overfit").analysis_net()
+    ys = net(torch.rand(1, 3, *size), plugin.LAMBDAS["low"])
+    assert [tuple(y.shape[-2:]) for y in ys] == nets.grid_sizes(*size)
+    assert all(torch.isfinite(y).all() for y in ys)
+
+
+def test_starting_latents_fit_faster():
+    """From the analysis network's latents a short fit ends at a lower loss than from zeros."""
+    x = torch.from_numpy(np.array(photo(96, 64))).permute(2, 0, 1)[None].float() / 255
+    model = progcodec.registry.load("overfit")
+    cfg = fit.FitConfig(lmbda=plugin.LAMBDAS["medium"], iters=20)
+    start = plugin.start_latents(model.analysis_net(), x, cfg.lmbda)
+    loss = {name: fit.fit(x, cfg, init=model.init_networks(), latents=ys)[1][-1]["loss"]
+            for name, ys in (("zero", None), ("analysis", start))}
+    assert loss["analysis"] < 0.8 * loss["zero"], loss
+
+
+def test_analysis_network_is_shipped_and_checked(tmp_path, monkeypatch):
+    from safetensors.torch import save_file
+
+    with pytest.raises(ValueError, match="latent_init"):
+        progcodec.encode(photo(24, 16), model="overfit", iters=2, latent_init="random")
+    monkeypatch.setattr(plugin, "WEIGHTS", tmp_path)
+    with pytest.raises(progcodec.errors.PluginLoadError, match="train_analysis"):
+        plugin.Overfit().analysis_net()
+    save_file({"stem.weight": torch.zeros(3, 4, 3, 3)}, str(tmp_path / plugin.ANALYSIS))
+    with pytest.raises(progcodec.errors.WeightsMismatchError, match=plugin.ANALYSIS):
+        plugin.Overfit().analysis_net()
+
+
+def test_analysis_network_was_trained_for_the_shipped_warm_start():
+    """Retrain it (train_analysis.py) whenever init.safetensors changes."""
+    from safetensors import safe_open
+
+    from progcodec.plugin import file_digest
+
+    with safe_open(str(plugin.WEIGHTS / plugin.ANALYSIS), "pt") as f:
+        assert f.metadata()["init_digest"] == file_digest(plugin.WEIGHTS / plugin.INIT)

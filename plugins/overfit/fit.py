@@ -138,13 +138,15 @@ def prefix_mse(model: Fitted, z: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
     return F.mse_loss(model.synth(_keep(z, keep)), x)
 
 
-def fit(x: torch.Tensor, cfg: FitConfig, progress=None, init: dict | None = None) -> tuple[Fitted, list[dict]]:
+def fit(x: torch.Tensor, cfg: FitConfig, progress=None, init: dict | None = None,
+        latents: list[torch.Tensor] | None = None) -> tuple[Fitted, list[dict]]:
     """Fit ``x`` (1, C, H, W) in [0, 1]; returns the model and a log of (iter, loss, psnr, bpp).
-    ``init``: starting networks (``arm.*`` / ``synth.*`` tensors, the warm start) instead of random ones."""
+    ``init``: starting networks (``arm.*`` / ``synth.*`` tensors, the warm start) instead of random
+    ones; ``latents``: starting grids (the analysis network's) instead of zeros."""
     gen_state = torch.random.get_rng_state()
     torch.manual_seed(cfg.seed)
     try:
-        return _fit(x, cfg, progress, init)
+        return _fit(x, cfg, progress, init, latents)
     finally:
         torch.random.set_rng_state(gen_state)
 
@@ -170,11 +172,15 @@ def net_lr_for(lmbda: float) -> float:
     return 0.01 * 3.0 ** min(1.0, max(0.0, t))
 
 
-def _fit(x, cfg, progress, init):
+def _fit(x, cfg, progress, init, latents):
     h, w = x.shape[-2:]
     model = Fitted(h, w, cfg, x.shape[1])
     if init is not None:
         load_networks(model, init)
+    if latents is not None:
+        with torch.no_grad():
+            for p, y in zip(model.latents, latents, strict=True):
+                p.copy_(y)
     net_lr = cfg.net_lr if cfg.net_lr is not None else net_lr_for(cfg.lmbda)
     params = [{"params": list(model.latents), "lr": cfg.lr},
               {"params": list(model.arm.parameters()) + list(model.synth.parameters()), "lr": net_lr}]

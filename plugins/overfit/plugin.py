@@ -23,6 +23,7 @@ from progcodec.entropy import SCALE_TABLE
 from progcodec.plugin import Analysis, Gaussian, LayerDecoder, Model, file_digest
 
 from . import fit, nets, quant
+from .analysis_net import AnalysisNet
 from .nets import GRIDS, PLAN
 
 # lambda per named rate point (loss = MSE on [0, 1] + lambda * bits per pixel)
@@ -31,6 +32,7 @@ EFFORTS = {"fast": 150, "medium": 400, "slow": 1200}
 MAX_HIDDEN = 64
 WEIGHTS = Path(__file__).parent / "weights"
 INIT = "init.safetensors"  # the warm-start networks, in WEIGHTS (train_init.py writes them)
+ANALYSIS = "analysis.safetensors"  # the starting-latents network (train_analysis.py)
 
 
 class OverfitDecoder(LayerDecoder):
@@ -125,14 +127,16 @@ class Overfit(Model):
     stride = 1
     layer_names = ("nets+grids-1/64,1/32", "grid-1/16", "grid-1/8", "grid-1/4", "grid-1/2", "grid-1/1")
     description = "fitted per image: latent grids 1/64..1/1 + tiny networks (C3 / Cool-chic family), coarse grids first"
-    options = ("effort", "lmbda", "target_bpp", "iters", "warm_start", "progress")
+    options = ("effort", "lmbda", "target_bpp", "iters", "warm_start", "latent_init", "progress")
     decode_bytes_per_pixel = 960  # 735 B/px measured (peak RSS over baseline, 1024x1024), x1.3
 
     def analyze(self, x: torch.Tensor, effort: str = "medium", lmbda: float | None = None,
                 target_bpp: float | None = None, iters: int | None = None, warm_start: bool = True,
-                progress=None) -> Analysis:
+                latent_init: str = "analysis", progress=None) -> Analysis:
         if effort not in EFFORTS:
             raise ValueError(f"effort must be one of {list(EFFORTS)}, got {effort!r}")
+        if latent_init not in ("analysis", "zero"):
+            raise ValueError(f"latent_init must be 'analysis' or 'zero', got {latent_init!r}")
         iters = int(iters or os.environ.get("PROGCODEC_OVERFIT_ITERS") or EFFORTS[effort])
         custom = lmbda is not None or target_bpp is not None
         if lmbda is None:
@@ -142,12 +146,14 @@ class Overfit(Model):
         if target_bpp is not None and not (0.001 <= float(target_bpp) <= 24):
             raise ValueError(f"target_bpp must be in [0.001, 24], got {target_bpp}")
         init = self.init_networks() if warm_start else None
+        # the analysis network was trained for the warm-start networks: zeros from a cold start
+        start = self.analysis_net() if warm_start and latent_init == "analysis" else None
         with torch.inference_mode(False), torch.enable_grad(), threads.fitting(), allocator.retained():
             x = x.detach().clone().float()
             if target_bpp is not None:
-                lmbda = search_lambda(x, float(target_bpp), iters, lmbda, init)
+                lmbda = search_lambda(x, float(target_bpp), iters, lmbda, init, start)
             cfg = fit.FitConfig(lmbda=float(lmbda), iters=iters)
-            fitted, log = fit.fit(x, cfg, progress, init)
+            fitted, log = fit.fit(x, cfg, progress, init, start_latents(start, x, cfg.lmbda))
         analysis = self.pack(fitted, x, cfg, init)
         analysis.rate = "custom" if custom else None
         return analysis
@@ -179,6 +185,22 @@ class Overfit(Model):
                 raise errors.WeightsMismatchError(f"{path}: {e}") from None
             self._init = tensors
         return self._init
+
+    def analysis_net(self) -> AnalysisNet:
+        """The shipped analysis network (``weights/analysis.safetensors``, train_analysis.py)."""
+        if getattr(self, "_analysis", None) is None:
+            path = WEIGHTS / ANALYSIS
+            if not path.is_file():
+                raise errors.PluginLoadError(f"overfit analysis network {path} is missing; train it with"
+                                             " `python -m progcodec_plugins.overfit.train_analysis` or pass"
+                                             " latent_init='zero'")
+            net = AnalysisNet()
+            try:
+                net.load_state_dict(load_file(str(path)))
+            except RuntimeError as e:
+                raise errors.WeightsMismatchError(f"{path}: {str(e).splitlines()[0]}") from None
+            self._analysis = net.requires_grad_(False)
+        return self._analysis
 
     def pack(self, fitted: fit.Fitted, x: torch.Tensor, cfg: fit.FitConfig, init: dict | None = None) -> Analysis:
         """Quantize a fitted image into symbols and side information."""
@@ -222,13 +244,23 @@ def base_tensors(init: dict, arm_hidden: int, synth_hidden: int, channels: int) 
     return {"a": quant.mlp_tensors(ref.arm.a), "b": quant.mlp_tensors(ref.arm.b), "s": quant.synth_tensors(ref.synth)}
 
 
-def search_lambda(x: torch.Tensor, target: float, iters: int, lmbda: float, init: dict | None = None) -> float:
+def start_latents(net: AnalysisNet | None, x: torch.Tensor, lmbda: float) -> list[torch.Tensor] | None:
+    """The fit's starting grids from the analysis network (None: zeros)."""
+    if net is None:
+        return None
+    with torch.no_grad():
+        return net(x, lmbda)
+
+
+def search_lambda(x: torch.Tensor, target: float, iters: int, lmbda: float, init: dict | None = None,
+                  start: AnalysisNet | None = None) -> float:
     """Lambda whose fit lands at ``target`` bpp: secant steps in log-log on short fits."""
     short = max(50, iters // 5)
     npx = x.shape[-2] * x.shape[-1]
     pts = []
     for _ in range(3):
-        fitted, log = fit.fit(x, fit.FitConfig(lmbda=lmbda, iters=short), init=init)
+        fitted, log = fit.fit(x, fit.FitConfig(lmbda=lmbda, iters=short), init=init,
+                              latents=start_latents(start, x, lmbda))
         bpp = log[-1]["bpp"] + 8 * 1200 / npx  # + about 1.2 kB of networks
         pts.append((math.log(lmbda), math.log(max(bpp, 1e-4))))
         if abs(bpp / target - 1) < 0.05:
