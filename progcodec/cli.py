@@ -87,7 +87,8 @@ def _write_steps(steps, outdir: Path | None, stem: str, original=None):
 def _encode_options(a) -> dict:
     """Model options given on the command line (``--effort`` ...), checked against the model."""
     given = {k: v for k, v in (("effort", a.effort), ("lmbda", a.lmbda), ("target_bpp", a.target_bpp),
-                               ("iters", a.iters), ("warm_start", False if a.cold_start else None))
+                               ("iters", a.iters), ("warm_start", False if a.cold_start else None),
+                               ("latent_init", a.latent_init))
              if v is not None}
     takes = registry.get_class(a.model).options
     for key in given:
@@ -240,6 +241,8 @@ def _model_options(p) -> None:
     p.add_argument("--iters", type=int, help="fitting iterations, overriding --effort (overfit)")
     p.add_argument("--cold-start", action="store_true",
                    help="fit from random networks instead of the shipped warm start (overfit)")
+    p.add_argument("--latent-init", choices=("analysis", "zero"),
+                   help="starting latents: the shipped analysis network's (default) or zeros (overfit)")
 
 
 def cmd_demo(a):

@@ -234,6 +234,9 @@ def test_command_line_options(tmp_path, capsys):
     assert cli.main(["encode", str(src), str(out), "--model", "overfit", "--lmbda", "0.01", "--iters", "4"]) == 0
     assert progcodec.info(out.read_bytes()).rate == "custom"
     assert cli.main(["encode", str(src), str(out), "--model", "overfit", "--cold-start", "--iters", "4"]) == 0
+    assert cli.main(["encode", str(src), str(out), "--model", "overfit", "--latent-init", "zero", "--iters", "4"]) == 0
+    zero = progcodec.encode(photo(32, 24), model="overfit", iters=4, latent_init="zero")
+    assert out.read_bytes() == zero != progcodec.encode(photo(32, 24), model="overfit", iters=4)
     with pytest.raises(SystemExit) as exc:
         cli.main(["encode", str(src), str(tmp_path / "p.pcs"), "--model", "pyramid", "--cold-start"])
     assert exc.value.code == 2 and "no option --cold-start" in capsys.readouterr().err

@@ -245,11 +245,13 @@ def base_tensors(init: dict, arm_hidden: int, synth_hidden: int, channels: int) 
 
 
 def start_latents(net: AnalysisNet | None, x: torch.Tensor, lmbda: float) -> list[torch.Tensor] | None:
-    """The fit's starting grids from the analysis network (None: zeros)."""
+    """The fit's starting grids from the analysis network (None: zeros), rounded: the integer
+    latents it was trained to give (unrounded, values in the dead zone around +-0.5 cost the fit
+    bits to take apart again: +16% loss on a crop at rate lowest)."""
     if net is None:
         return None
     with torch.no_grad():
-        return net(x, lmbda)
+        return [torch.round(y) for y in net(x, lmbda)]
 
 
 def search_lambda(x: torch.Tensor, target: float, iters: int, lmbda: float, init: dict | None = None,
