@@ -3,8 +3,9 @@
     python benchmarks/overfit.py [--limit 3] [--rates lowest low medium high] [--efforts fast medium]
                                  [--start latents] [--out docs/figures/overfit.jsonl] [--report-only]
 
-``--start``: ``latents`` (the default: warm-start networks and the analysis network's starting
-latents), ``warm`` (warm-start networks, latents from zero) or ``cold`` (random networks). Each (image, effort,
+``--start``: ``warm`` (the library's default: warm-start networks, latents from zero),
+``latents`` (warm-start networks and the analysis network's starting latents) or ``cold``
+(random networks). Each (image, effort,
 rate, start) encode is one JSON line in ``--out`` (appended as it finishes, so
 an interrupted run resumes where it stopped). The report prints, per effort: mean bpp / PSNR /
 MS-SSIM after each layer, encode and decode seconds (768x512, this CPU), time to the first
@@ -194,7 +195,7 @@ def main():
     ap.add_argument("--rates", nargs="*", default=["lowest", "low", "medium", "high"])
     ap.add_argument("--efforts", nargs="*", default=["fast", "medium"])
     ap.add_argument("--out", type=Path, default=Path(__file__).resolve().parents[1] / "docs" / "figures" / "overfit.jsonl")
-    ap.add_argument("--start", choices=tuple(START), default="latents", help="how fits start (see above)")
+    ap.add_argument("--start", choices=tuple(START), default="warm", help="how fits start (see above)")
     ap.add_argument("--report-only", action="store_true")
     a = ap.parse_args()
     images = test_images(a.images, a.limit)

@@ -242,7 +242,7 @@ def _model_options(p) -> None:
     p.add_argument("--cold-start", action="store_true",
                    help="fit from random networks instead of the shipped warm start (overfit)")
     p.add_argument("--latent-init", choices=("analysis", "zero"),
-                   help="starting latents: the shipped analysis network's (default) or zeros (overfit)")
+                   help="starting latents: zeros (default) or the shipped analysis network's (overfit)")
 
 
 def cmd_demo(a):

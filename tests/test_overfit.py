@@ -234,9 +234,9 @@ def test_command_line_options(tmp_path, capsys):
     assert cli.main(["encode", str(src), str(out), "--model", "overfit", "--lmbda", "0.01", "--iters", "4"]) == 0
     assert progcodec.info(out.read_bytes()).rate == "custom"
     assert cli.main(["encode", str(src), str(out), "--model", "overfit", "--cold-start", "--iters", "4"]) == 0
-    assert cli.main(["encode", str(src), str(out), "--model", "overfit", "--latent-init", "zero", "--iters", "4"]) == 0
-    zero = progcodec.encode(photo(32, 24), model="overfit", iters=4, latent_init="zero")
-    assert out.read_bytes() == zero != progcodec.encode(photo(32, 24), model="overfit", iters=4)
+    assert cli.main(["encode", str(src), str(out), "--model", "overfit", "--latent-init", "analysis", "--iters", "4"]) == 0
+    start = progcodec.encode(photo(32, 24), model="overfit", iters=4, latent_init="analysis")
+    assert out.read_bytes() == start != progcodec.encode(photo(32, 24), model="overfit", iters=4)
     with pytest.raises(SystemExit) as exc:
         cli.main(["encode", str(src), str(tmp_path / "p.pcs"), "--model", "pyramid", "--cold-start"])
     assert exc.value.code == 2 and "no option --cold-start" in capsys.readouterr().err
@@ -306,7 +306,7 @@ def test_starting_latents_fit_faster():
     start = plugin.start_latents(model.analysis_net(), x, cfg.lmbda)
     loss = {name: fit.fit(x, cfg, init=model.init_networks(), latents=ys)[1][-1]["loss"]
             for name, ys in (("zero", None), ("analysis", start))}
-    assert loss["analysis"] < 0.8 * loss["zero"], loss
+    assert loss["analysis"] < 0.9 * loss["zero"], loss  # measured: 0.78
 
 
 def test_analysis_network_is_shipped_and_checked(tmp_path, monkeypatch):

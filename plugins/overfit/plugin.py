@@ -132,7 +132,7 @@ class Overfit(Model):
 
     def analyze(self, x: torch.Tensor, effort: str = "medium", lmbda: float | None = None,
                 target_bpp: float | None = None, iters: int | None = None, warm_start: bool = True,
-                latent_init: str = "analysis", progress=None) -> Analysis:
+                latent_init: str = "zero", progress=None) -> Analysis:
         if effort not in EFFORTS:
             raise ValueError(f"effort must be one of {list(EFFORTS)}, got {effort!r}")
         if latent_init not in ("analysis", "zero"):
