@@ -1,7 +1,8 @@
 """The analysis network: a small CNN giving a fit its starting latent grids from the image.
 
-Encoder-only (the decoder never runs it, streams do not depend on it): a fit that starts from
-these latents instead of zeros needs fewer iterations. Trained by ``train_analysis.py`` with
+Encoder-only (the decoder never runs it, streams do not depend on it), opt-in
+(``latent_init="analysis"``): a short fit that starts from these latents instead of zeros
+ends lower on most photos (plugin README, "Starting latents"). Trained by ``train_analysis.py`` with
 the warm-start networks frozen, so its latents suit the networks every fit starts from.
 """
 from __future__ import annotations
