@@ -201,18 +201,17 @@ def main():
     images = test_images(a.images, a.limit)
     rows = [json.loads(line) for line in a.out.read_text().splitlines()] if a.out.exists() else []
     if not a.report_only:
-        start = a.start
         have = {(r["image"], r["effort"], r["rate"], r.get("start", "cold")) for r in rows}
         for effort in a.efforts:
             for rate in a.rates:
                 for name, img in images:
-                    if (name, effort, rate, start) in have:
+                    if (name, effort, rate, a.start) in have:
                         continue
-                    r = one(name, img, effort, rate, start)
+                    r = one(name, img, effort, rate, a.start)
                     rows.append(r)
                     with a.out.open("a") as f:
                         f.write(json.dumps(r) + "\n")
-                    print(f"{name} {effort} {rate} {start}: {r['layers'][-1]['bpp']:.3f} bpp {r['layers'][-1]['psnr']:.2f} dB"
+                    print(f"{name} {effort} {rate} {a.start}: {r['layers'][-1]['bpp']:.3f} bpp {r['layers'][-1]['psnr']:.2f} dB"
                           f" in {r['encode_s']:.0f} s", flush=True)
     report(rows, images)
 

@@ -4,8 +4,9 @@
 
 Random crops (flipped at random) of the training photos (``data/train``, 768 px wide like the
 test photos), each at a random lambda (log-uniform over the named rates): the network's
-latents, with uniform noise, go through the frozen warm-start synthesis and entropy model and
-the loss is the per-image one, MSE + lambda * bpp. Writes ``weights/analysis.safetensors``.
+latents, rounded with straight-through gradients (``--proxy noise``: uniform noise instead),
+go through the frozen warm-start synthesis and entropy model and the loss is the per-image
+one, MSE + lambda * bpp. Writes ``weights/analysis.safetensors``.
 Resumable: a checkpoint every 100 iterations (``--ckpt``).
 """
 from __future__ import annotations
@@ -20,7 +21,6 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
-from PIL import Image
 from safetensors.torch import load_file, save_file
 
 from progcodec import allocator
@@ -29,22 +29,9 @@ from progcodec.plugin import file_digest
 from . import fit, nets
 from .analysis_net import AnalysisNet
 from .plugin import ANALYSIS, INIT, LAMBDAS, WEIGHTS
+from .train_init import photos
 
 ROOT = Path(__file__).resolve().parents[2]
-
-
-def photos(folder: Path) -> list[torch.Tensor]:
-    """The photos of ``folder`` at 768 px wide, (1, 3, H, W) in [0, 1]."""
-    paths = sorted(folder.glob("*.png"))
-    if not paths:
-        raise SystemExit(f"no training photos in {folder}: run python scripts/fetch_data.py")
-    out = []
-    for p in paths:
-        img = Image.open(p).convert("RGB")
-        scale = 768 / max(img.size)
-        img = img.resize((round(img.width * scale), round(img.height * scale)), Image.LANCZOS)
-        out.append(torch.from_numpy(np.asarray(img, dtype=np.float32) / 255).permute(2, 0, 1)[None].contiguous())
-    return out
 
 
 def random_crop(rng: random.Random, imgs: list[torch.Tensor], size: int) -> torch.Tensor:
@@ -57,7 +44,7 @@ def random_crop(rng: random.Random, imgs: list[torch.Tensor], size: int) -> torc
     return x.contiguous()
 
 
-def loss_of(net: AnalysisNet, shared: fit.Fitted, x: torch.Tensor, lmbda: float, noisy: bool = True):
+def loss_of(net: AnalysisNet, shared: fit.Fitted, x: torch.Tensor, lmbda: float, noisy: bool):
     """(loss, mse, bpp) of the network's latents under the frozen networks, with noise or
     rounded (straight-through)."""
     ys = [fit._proxy(y, noisy) for y in net(x, lmbda)]

@@ -31,20 +31,30 @@ from .plugin import INIT, LAMBDAS, WEIGHTS
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def crops(folder: Path, n: int, size: int, seed: int) -> list[torch.Tensor]:
-    """``n`` random size x size crops (1, 3, s, s) in [0, 1] from the photos in ``folder``."""
-    rng = random.Random(seed)
+def photos(folder: Path) -> list[torch.Tensor]:
+    """The photos of ``folder`` (name-sorted) at 768 px wide, (1, 3, H, W) in [0, 1]."""
     paths = sorted(folder.glob("*.png"))
     if not paths:
         raise SystemExit(f"no training photos in {folder}: run python scripts/fetch_data.py")
     out = []
-    for i in range(n):
-        img = Image.open(paths[i % len(paths)]).convert("RGB")
+    for p in paths:
+        img = Image.open(p).convert("RGB")
         scale = 768 / max(img.size)
         img = img.resize((round(img.width * scale), round(img.height * scale)), Image.LANCZOS)
-        left, top = rng.randrange(img.width - size + 1), rng.randrange(img.height - size + 1)
-        a = np.asarray(img.crop((left, top, left + size, top + size)), dtype=np.float32) / 255
-        out.append(torch.from_numpy(a).permute(2, 0, 1)[None].contiguous())
+        out.append(torch.from_numpy(np.asarray(img, dtype=np.float32) / 255).permute(2, 0, 1)[None].contiguous())
+    return out
+
+
+def crops(folder: Path, n: int, size: int, seed: int) -> list[torch.Tensor]:
+    """``n`` random size x size crops (1, 3, s, s) in [0, 1] from the photos in ``folder``."""
+    rng = random.Random(seed)
+    imgs = photos(folder)
+    out = []
+    for i in range(n):
+        img = imgs[i % len(imgs)]
+        h, w = img.shape[-2:]
+        left, top = rng.randrange(w - size + 1), rng.randrange(h - size + 1)
+        out.append(img[..., top:top + size, left:left + size].contiguous())
     return out
 
 
