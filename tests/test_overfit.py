@@ -146,7 +146,8 @@ def _stream_with_side(**changes):
 
 @pytest.mark.parametrize("changes", [
     {"ah": 10**9}, {"sh": 0}, {"ah": "16"}, {"q": [2, 2, 400]}, {"q": [1]}, {"ws": b"\x00"},
-    {"ws": bytes([200] * 20)}, {"v": 3},
+    {"ws": bytes([200] * 20)}, {"v": 4}, {"so": [65] + [0] * 13}, {"so": [0] * 13}, {"so": "x"}, {"so": None},
+    {"so": [0.5] * 14},
 ])
 def test_hostile_side_information_is_refused_before_allocation(changes):
     with pytest.raises(BitstreamError):
@@ -154,15 +155,15 @@ def test_hostile_side_information_is_refused_before_allocation(changes):
 
 
 def test_streams_name_their_warm_start_networks(monkeypatch):
-    """v2 streams code weights relative to the shipped warm start; other networks are refused
-    by name, and v1 (cold-start, self-contained) streams need none."""
+    """Streams code weights relative to the shipped warm start (v2, v3 with ``init``); other
+    networks are refused by name, and cold-start streams (self-contained) need none."""
     with pytest.raises(progcodec.WeightsMismatchError, match="warm-start networks"):
         progcodec.decode(_stream_with_side(init="0123456789abcdef"))
     data = progcodec.encode(photo(32, 24), model="overfit", iters=5)
-    assert bitstream.unpack_side(bitstream.read(data)[0])["v"] == 2
+    assert "init" in bitstream.unpack_side(bitstream.read(data)[0])
     cold = progcodec.encode(photo(32, 24), model="overfit", iters=5, warm_start=False)
     header, frames = bitstream.read(cold)
-    assert bitstream.unpack_side(header)["v"] == 1
+    assert bitstream.unpack_side(header)["v"] == 3 and "init" not in bitstream.unpack_side(header)
     from dataclasses import replace
 
     old = bitstream.write(replace(header, weights="none"), [(f.payload, f.prior_check) for f in frames])

@@ -30,6 +30,7 @@ class FitConfig:
     net_lr: float | None = None     # networks; None: net_lr_for(lmbda)
     prefix_weight: float = 0.25     # weight of the random-prefix distortion term
     noise_frac: float = 0.9         # share of iterations with noise (then straight-through rounding)
+    offset_lr: float = 0.05         # the per-grid log-scale offsets of the entropy model
     seed: int = 0
 
 
@@ -42,6 +43,15 @@ class Fitted(nn.Module):
         self.latents = nn.ParameterList([nn.Parameter(torch.zeros(1, 1, h, w)) for h, w in self.sizes])
         self.arm = nets.EntropyModel(cfg.arm_hidden)
         self.synth = nets.Synthesis(cfg.synth_hidden, channels)
+        # added to the entropy model's log-scale per pass (a, b) and grid: the shared MLP cannot
+        # tell the grids apart, and anchors of different grids need different scales
+        self.scale_offsets = nn.Parameter(torch.zeros(2, GRIDS))
+
+
+def offset_columns(offsets: torch.Tensor, sizes, p: str) -> torch.Tensor:
+    """Pass ``p``'s row of (2, GRIDS) offsets repeated over its latents, in coding order."""
+    counts = torch.tensor([nets.pass_count(h, w, p) for h, w in sizes])
+    return offsets["ab".index(p)].repeat_interleave(counts)
 
 
 def _proxy(y: torch.Tensor, noisy: bool) -> torch.Tensor:
@@ -97,12 +107,13 @@ def first_layers(model: Fitted, ys: list[torch.Tensor]) -> tuple[torch.Tensor, t
 
 
 def latent_bits(model: Fitted, ys: list[torch.Tensor], noisy: bool) -> torch.Tensor:
-    """Bits of all latent grids under the checkerboard model (one batched MLP per pass)."""
+    """Bits of all latent grids under the checkerboard model (one batched MLP per pass), its
+    log-scales shifted per pass and grid by ``model.scale_offsets``."""
     bits = 0.0
     for mlp, f, p in zip((model.arm.a, model.arm.b), first_layers(model, ys), "ab"):
         y = torch.cat([nets.take(g[0], p)[0] for g in ys])
         out = mlp.after_first(f)
-        mu, ls = out[0], out[1]
+        mu, ls = out[0], out[1] + offset_columns(model.scale_offsets, [tuple(g.shape[-2:]) for g in ys], p)
         if not noisy:
             mu = mu + (torch.round(mu) - mu).detach()
         bits = bits + nets.gaussian_bits(y, mu, ls).sum()
@@ -183,14 +194,15 @@ def _fit(x, cfg, progress, init, latents):
                 p.copy_(y)
     net_lr = cfg.net_lr if cfg.net_lr is not None else net_lr_for(cfg.lmbda)
     params = [{"params": list(model.latents), "lr": cfg.lr},
-              {"params": list(model.arm.parameters()) + list(model.synth.parameters()), "lr": net_lr}]
+              {"params": list(model.arm.parameters()) + list(model.synth.parameters()), "lr": net_lr},
+              {"params": [model.scale_offsets], "lr": cfg.offset_lr}]
     opt = torch.optim.Adam(params)
     log, t0 = [], time.perf_counter()
     noise_iters = int(cfg.iters * cfg.noise_frac)
     for it in range(cfg.iters):
         frac = it / max(1, cfg.iters)
         decay = 0.5 * (1 + math.cos(math.pi * frac)) * 0.95 + 0.05
-        for g, base in zip(opt.param_groups, (cfg.lr, net_lr)):
+        for g, base in zip(opt.param_groups, (cfg.lr, net_lr, cfg.offset_lr)):
             g["lr"] = base * decay
         z, xh, mse, bpp = terms(model, x, it < noise_iters)
         loss = mse + cfg.lmbda * bpp

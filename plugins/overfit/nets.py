@@ -52,6 +52,11 @@ def upsample2(x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
 LATTICES = {"a": ((0, 0), (1, 1)), "b": ((0, 1), (1, 0))}
 
 
+def pass_count(h: int, w: int, p: str) -> int:
+    """How many latents of an h x w grid pass ``p`` codes."""
+    return sum(-(-(h - i) // 2) * -(-(w - j) // 2) for i, j in LATTICES[p])
+
+
 def take(dense: torch.Tensor, p: str) -> torch.Tensor:
     """(C, N): the values of a (C, h, w) map at the positions of pass ``p``, in coding order."""
     return torch.cat([dense[:, i::2, j::2].reshape(dense.shape[0], -1) for i, j in LATTICES[p]], 1)

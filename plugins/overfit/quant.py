@@ -21,6 +21,8 @@ SHIFTS = range(2, 15)        # candidate steps 2**-2 .. 2**-14
 MAX_SHIFT = 24
 MAX_WEIGHT = 1 << 20         # |integer weight| a stream may carry
 ACT_CLAMP = 4096.0
+OFFSET_STEP = 8              # per-grid log-scale offsets travel as integers k: + k / 8
+MAX_OFFSET = 64              # |k| (offsets within +-8)
 
 
 def mlp_tensors(mlp) -> list[torch.Tensor]:
@@ -80,11 +82,33 @@ def exact_mlp(params: list[torch.Tensor], f: torch.Tensor, chunk: int = 16384) -
     return out
 
 
-def coded_bits(params: list[torch.Tensor], feats: torch.Tensor, y: torch.Tensor) -> float:
-    """Bits of latents ``y`` under the exact entropy model (rounded means, as coded)."""
+def coded_bits(params: list[torch.Tensor], feats: torch.Tensor, y: torch.Tensor, offsets: torch.Tensor) -> float:
+    """Bits of latents ``y`` under the exact entropy model (rounded means, as coded), its
+    log-scales plus ``offsets`` (one per latent)."""
     out = exact_mlp(params, feats)
     mu = torch.floor(out[0] + 0.5)
-    return float(nets.gaussian_bits(y, mu, out[1]).sum())
+    return float(nets.gaussian_bits(y, mu, out[1] + offsets).sum())
+
+
+def offset_ints(offsets: torch.Tensor) -> list[int]:
+    """(2, GRIDS) fitted log-scale offsets -> the integers a stream carries (pass a, then b)."""
+    k = torch.round(offsets.detach().double() * OFFSET_STEP).clamp(-MAX_OFFSET, MAX_OFFSET)
+    return [int(v) for v in k.flatten()]
+
+
+def refine_offsets(params, feats, y, counts, ks: list[int], reach: int = 8) -> list[int]:
+    """Each grid's offset integer re-chosen (within ``reach`` of ``ks``) for the fewest bits of
+    the integer latents under the quantized network; ``counts``: latents per grid."""
+    out = exact_mlp(params, feats)
+    mu = torch.floor(out[0] + 0.5)
+    best, at = [], 0
+    for n, k in zip(counts, ks):
+        yy, mm, ll = y[at : at + n], mu[at : at + n], out[1][at : at + n]
+        at += n
+        cands = range(max(-MAX_OFFSET, k - reach), min(MAX_OFFSET, k + reach) + 1)
+        best.append(min(cands, key=lambda c: (float(nets.gaussian_bits(yy, mm, ll + c / OFFSET_STEP).sum()), abs(c)))
+                    if n else k)
+    return best
 
 
 def candidates(tensors, base, shift: int):
@@ -103,22 +127,30 @@ def search(model, x: torch.Tensor, ys: list[torch.Tensor], lmbda: float, base: d
 
     ``ys``: the final integer latents (float64). ``base``: ``{"a"|"b"|"s": tensors}`` of the
     warm-start networks, whose integers the coded ones are relative to. Returns
-    ``{"a"|"b"|"s": (shift, coded ints)}``.
+    ``{"a"|"b"|"s": (shift, coded ints, weights as integers), "so": offset integers}`` (the
+    per-grid log-scale offsets, re-chosen for the chosen entropy model).
     """
-    from .fit import contexts
+    from .fit import contexts, offset_columns
 
     npx = x.shape[-2] * x.shape[-1]
     base = base or {}
     best = {}
+    ks = offset_ints(model.scale_offsets)
+    sizes = [tuple(y.shape[-2:]) for y in ys]
+    best["so"] = []
     with torch.no_grad():
         ctx = contexts(ys)
-        for key, mlp, (feats, y) in (("a", model.arm.a, ctx[0]), ("b", model.arm.b, ctx[1])):
+        for i, (key, mlp, (feats, y)) in enumerate((("a", model.arm.a, ctx[0]), ("b", model.arm.b, ctx[1]))):
+            row = ks[i * nets.GRIDS : (i + 1) * nets.GRIDS]
+            off = offset_columns(torch.tensor([row, row], dtype=torch.float64) / OFFSET_STEP, sizes, key)
             cands = []
             for s in SHIFTS:
                 for ints, coded in candidates(mlp_tensors(mlp), base.get(key), s):
-                    cost = lmbda * (coded_bits(from_ints(ints, s), feats, y) + weight_bits(coded)) / npx
-                    cands.append((cost, s, coded))
+                    cost = lmbda * (coded_bits(from_ints(ints, s), feats, y, off) + weight_bits(coded)) / npx
+                    cands.append((cost, s, coded, ints))
             best[key] = min(cands, key=lambda c: c[0])[1:]
+            counts = [nets.pass_count(h, w, key) for h, w in sizes]
+            best["so"] += refine_offsets(from_ints(best[key][2], best[key][0]), feats, y, counts, row)
         # float32, as the decoder renders (float64 3x3 convolutions made this search 10x slower)
         z = nets.upsample_grids([y.float() for y in ys], model.sizes[0])
         x32 = x.float()
@@ -127,6 +159,6 @@ def search(model, x: torch.Tensor, ys: list[torch.Tensor], lmbda: float, base: d
             for ints, coded in candidates(synth_tensors(model.synth), base.get("s"), s):
                 params = [p.float() for p in from_ints(ints, s)]
                 mse = float(F.mse_loss(nets.synthesize(params, z).clamp(0, 1), x32))
-                cands.append((mse + lmbda * weight_bits(coded) / npx, s, coded))
+                cands.append((mse + lmbda * weight_bits(coded) / npx, s, coded, ints))
         best["s"] = min(cands, key=lambda c: c[0])[1:]
     return best
