@@ -34,9 +34,8 @@ CLASSIC = {"jpeg": [10, 20, 30, 45, 60, 75, 85, 95], "webp": [10, 25, 40, 55, 70
 
 
 def network_bytes(data: bytes) -> int:
-    """Bytes of step 0 of layer 1 (the quantized networks) in a stream."""
-    from progcodec_plugins.overfit import nets
-
+    """Bytes of step 0 of layer 1 (the quantized networks) in a stream, coded on their own
+    (before 2026-12-02 this subtracted 16 bytes of step checks that such a payload has not)."""
     header, frames = bitstream.read(data)
     model = progcodec.registry.load("overfit", header.rate)
     state = model.decoder(header.height, header.width, bitstream.unpack_side(header))
@@ -44,7 +43,7 @@ def network_bytes(data: bytes) -> int:
     syms = reader.decode(state.step_prior(0, 0))
     writer = entropy.LayerWriter()
     writer.code(syms, state.step_prior(0, 0))
-    return len(writer.finish()[0]) - 4 * (len(nets.PLAN[0]) - 1)
+    return len(writer.finish()[0])
 
 
 def _commit() -> str:
@@ -91,6 +90,7 @@ def one(img_name, img, effort, rate, start):
     return {"image": img_name, "effort": effort, "rate": rate, "start": start,
             "threads": fit_threads[0], "encode_s": enc, "decode_s": full, "final_decode_s": final,
             "first_preview_s": first, "commit": _commit(), "net_bytes": network_bytes(data), "bytes": len(data),
+            "scale_offsets": bitstream.unpack_side(bitstream.read(data)[0]).get("so"),
             "layers": layers, "curve": curve}
 
 

@@ -132,8 +132,8 @@ def test_entropy_model_is_exact_whatever_the_summation_order():
         torch.set_num_threads(before)
 
 
-def _stream_with_side(**changes):
-    data = progcodec.encode(photo(32, 24), model="overfit", iters=5)
+def _stream_with_side(data=None, **changes):
+    data = data or progcodec.encode(photo(32, 24), model="overfit", iters=5)
     header, frames = bitstream.read(data)
     side = bitstream.unpack_side(header)
     side.update(changes)
@@ -152,6 +152,16 @@ def _stream_with_side(**changes):
 def test_hostile_side_information_is_refused_before_allocation(changes):
     with pytest.raises(BitstreamError):
         progcodec.decode(_stream_with_side(**changes))
+
+
+def test_scale_offsets_are_fitted_and_used_by_the_decoder():
+    """v3 streams carry a fitted log-scale offset per grid and pass; a decoder that applied
+    others would compute another prior, which the frame check refuses."""
+    data = progcodec.encode(photo(), model="overfit", iters=60)
+    so = bitstream.unpack_side(bitstream.read(data)[0])["so"]
+    assert len(so) == 2 * nets.GRIDS and any(so), so
+    with pytest.raises(progcodec.PriorMismatchError):
+        progcodec.decode(_stream_with_side(data, so=[k + 4 for k in so]))
 
 
 def test_streams_name_their_warm_start_networks(monkeypatch):
