@@ -136,13 +136,14 @@ def search(model, x: torch.Tensor, ys: list[torch.Tensor], lmbda: float, base: d
     base = base or {}
     best = {}
     ks = offset_ints(model.scale_offsets)
+    fitted_offsets = torch.tensor(ks, dtype=torch.float64).view(2, -1) / OFFSET_STEP
     sizes = [tuple(y.shape[-2:]) for y in ys]
     best["so"] = []
     with torch.no_grad():
         ctx = contexts(ys)
         for i, (key, mlp, (feats, y)) in enumerate((("a", model.arm.a, ctx[0]), ("b", model.arm.b, ctx[1]))):
             row = ks[i * nets.GRIDS : (i + 1) * nets.GRIDS]
-            off = offset_columns(torch.tensor(ks, dtype=torch.float64).view(2, -1) / OFFSET_STEP, sizes, key)
+            off = offset_columns(fitted_offsets, sizes, key)
             cands = []
             for s in SHIFTS:
                 for ints, coded in candidates(mlp_tensors(mlp), base.get(key), s):
