@@ -7,6 +7,10 @@ agree bit for bit:
   log-spaced table of ``len(SCALE_TABLE)`` entries (as CompressAI does); each entry has a
   16-bit integer pmf over ``[-L, L]`` plus an escape bin. Values outside ``[-L, L]`` are
   coded as escape + Exp-Golomb-style raw bits, so every int32 round-trips.
+  ``Gaussian(scales, means)``: the same centred on ``means`` snapped to multiples of
+  ``1 / MEAN_STEPS``: a symbol is coded relative to its mean's nearest integer under the
+  table of the mean's fractional part (tables for fractions 1/8 .. 4/8; negative fractions
+  code the mirrored value).
 * ``Categorical(probs)``: per-symbol or shared probability vectors over ``{0..K-1}``,
   turned into integer tables deterministically (every symbol keeps a nonzero frequency).
 
@@ -32,6 +36,8 @@ SCALE_MIN, SCALE_MAX, SCALE_LEVELS = 0.11, 64.0, 64
 SCALE_TABLE = np.exp(np.linspace(np.log(SCALE_MIN), np.log(SCALE_MAX), SCALE_LEVELS))
 _LOG_MIDS = (np.log(SCALE_TABLE[1:]) + np.log(SCALE_TABLE[:-1])) / 2
 TAIL = 6.0  # support half-width in units of sigma before the escape bin
+MEAN_STEPS = 8  # Gaussian means are snapped to multiples of 1/8
+MEAN_LIMIT = float(1 << 30)  # |mean| beyond it (and inf) clamps; NaN means 0
 CAT_TOTAL = 1 << 24
 
 _model = constriction.stream.model
@@ -43,9 +49,11 @@ _CATEGORICAL = _model.Categorical(perfect=False)
 
 @dataclass(frozen=True)
 class Gaussian:
-    """Zero-mean discretized Gaussian per symbol; ``scales`` broadcast to the symbols' shape."""
+    """Discretized Gaussian per symbol, zero-mean unless ``means`` (snapped to 1/8) are given;
+    ``scales`` (and ``means``) broadcast to the symbols' shape."""
 
     scales: np.ndarray
+    means: np.ndarray | None = None
 
 
 @dataclass(frozen=True)
@@ -66,7 +74,9 @@ def _np(x) -> np.ndarray:
 def symbol_shape(params) -> tuple:
     """Shape of the symbol array that ``params`` models."""
     if isinstance(params, Gaussian):
-        return tuple(_np(params.scales).shape)
+        if params.means is None:
+            return tuple(_np(params.scales).shape)
+        return tuple(np.broadcast_shapes(_np(params.scales).shape, _np(params.means).shape))
     if isinstance(params, Categorical):
         probs = _np(params.probs)
         if probs.ndim == 1:
@@ -85,7 +95,18 @@ def scale_index(scales) -> np.ndarray:
     return np.searchsorted(_LOG_MIDS, logs).astype(np.uint8)
 
 
+def mean_parts(means) -> tuple[np.ndarray, np.ndarray]:
+    """``(centre, k)``: means snapped to ``centre + k / MEAN_STEPS`` with integer centres
+    (int64) and ``k`` in ``[-MEAN_STEPS / 2, MEAN_STEPS / 2)`` (int8)."""
+    m = np.nan_to_num(_np(means).astype(np.float64), nan=0.0, posinf=MEAN_LIMIT, neginf=-MEAN_LIMIT)
+    q = np.round(np.clip(m, -MEAN_LIMIT, MEAN_LIMIT) * MEAN_STEPS).astype(np.int64)
+    centre = (q + MEAN_STEPS // 2) // MEAN_STEPS
+    return centre, (q - MEAN_STEPS * centre).astype(np.int8)
+
+
 TABLES = Path(__file__).parent / "data" / "gaussian-tables.npz"  # compute_table for every entry
+MEAN_TABLES = TABLES.with_name("gaussian-mean-tables.npz")  # fractions 1..MEAN_STEPS/2 of 1/8
+FRACTIONS = MEAN_STEPS // 2 + 1  # table sets: fraction 0 (TABLES), 1/8 .. 4/8 (MEAN_TABLES)
 
 
 def _half(index: int) -> int:
@@ -93,15 +114,17 @@ def _half(index: int) -> int:
     return int(np.ceil(TAIL * float(SCALE_TABLE[index])))
 
 
-def compute_table(index: int) -> tuple[int, np.ndarray]:
-    """``(L, freqs)`` for table entry ``index``: 2L+1 bins for -L..L, then the escape bin.
+def compute_table(index: int, frac: int = 0) -> tuple[int, np.ndarray]:
+    """``(L, freqs)`` for table entry ``index`` centred on ``frac / MEAN_STEPS``: 2L+1 bins
+    for -L..L, then the escape bin.
 
     Computed with mpmath (not the platform's libm), so the integers are the same everywhere.
     """
     sigma = mpmath.mpf(float(SCALE_TABLE[index]))
     half = _half(index)
     with mpmath.workdps(30):
-        cdf = [mpmath.erfc(-(mpmath.mpf(r) + 0.5) / (sigma * mpmath.sqrt(2))) / 2 for r in range(-half - 1, half + 1)]
+        mid = mpmath.mpf(0.5) - mpmath.mpf(frac) / MEAN_STEPS
+        cdf = [mpmath.erfc(-(mpmath.mpf(r) + mid) / (sigma * mpmath.sqrt(2))) / 2 for r in range(-half - 1, half + 1)]
         probs = [cdf[i + 1] - cdf[i] for i in range(2 * half + 1)]
         probs.append(1 - (cdf[-1] - cdf[0]))
         n = len(probs)
@@ -109,44 +132,57 @@ def compute_table(index: int) -> tuple[int, np.ndarray]:
     return half, freqs
 
 
+def _entries(path: Path) -> list[tuple[int, int]]:
+    """The (index, fraction) entries a tables file holds, in its order."""
+    fracs = [0] if path == TABLES else range(1, FRACTIONS)
+    return [(i, f) for f in fracs for i in range(SCALE_LEVELS)]
+
+
 def write_tables(path: Path = TABLES) -> None:
-    """Store every entry's table (``python scripts/gaussian_tables.py``); tests check it matches."""
-    tables = [compute_table(i)[1] for i in range(SCALE_LEVELS)]
+    """Store every entry's table (``python scripts/gaussian_tables.py``); tests check it matches.
+    ``TABLES``: the zero-mean tables; ``MEAN_TABLES``: those of the fractional means."""
+    tables = [compute_table(i, f)[1] for i, f in _entries(path)]
     np.savez_compressed(path, coder=np.array(CODER_ID), freqs=np.concatenate(tables).astype(np.uint32),
                         offsets=np.cumsum([0] + [len(t) for t in tables]))
 
 
-@lru_cache(maxsize=1)
-def _stored():
-    """The shipped tables (computing them takes ~0.15 s, paid by every fresh process's first
-    decode otherwise); ``None`` when absent, damaged, malformed or made for another coder."""
+@lru_cache(maxsize=2)
+def _stored(path: Path | None = None):
+    """A shipped tables file (computing the tables takes ~0.15 s per 16, paid by a fresh
+    process's first decode otherwise); ``None`` when absent, damaged, malformed or made for
+    another coder. ``path``: ``TABLES`` (the default) or ``MEAN_TABLES``."""
+    path = TABLES if path is None else path
+    entries = _entries(path)
     try:
-        with np.load(TABLES, allow_pickle=False) as f:
+        with np.load(path, allow_pickle=False) as f:
             coder, freqs, offsets = str(f["coder"]), f["freqs"].astype(np.int64), f["offsets"].astype(np.int64)
     except Exception:  # a damaged zip or array raises many kinds; the tables are then computed
         return None
-    if coder != CODER_ID or offsets.shape != (SCALE_LEVELS + 1,) or offsets[0] != 0 or offsets[-1] != len(freqs):
+    if coder != CODER_ID or offsets.shape != (len(entries) + 1,) or offsets[0] != 0 or offsets[-1] != len(freqs):
         return None
-    for i in range(SCALE_LEVELS):
-        t = freqs[offsets[i] : offsets[i + 1]]
+    for n, (i, _) in enumerate(entries):
+        t = freqs[offsets[n] : offsets[n + 1]]
         if len(t) != 2 * _half(i) + 2 or t.min() < 1 or t.sum() > 1 << PRECISION:
             return None
     return freqs, offsets
 
 
 @lru_cache(maxsize=None)
-def gaussian_table(index: int) -> tuple[int, np.ndarray]:
-    """``(L, freqs)`` for table entry ``index`` (:func:`compute_table`, read from ``TABLES``)."""
-    stored = _stored()
+def gaussian_table(index: int, frac: int = 0) -> tuple[int, np.ndarray]:
+    """``(L, freqs)`` for table entry ``index`` at mean fraction ``frac`` (0 .. MEAN_STEPS / 2)
+    (:func:`compute_table`, read from ``TABLES`` or ``MEAN_TABLES``)."""
+    path = TABLES if frac == 0 else MEAN_TABLES
+    stored = _stored(path) if path == MEAN_TABLES else _stored()
     if stored is None:
-        return compute_table(index)
+        return compute_table(index, frac)
     freqs, offsets = stored
-    return _half(index), freqs[offsets[index] : offsets[index + 1]]
+    n = index if frac == 0 else (frac - 1) * SCALE_LEVELS + index
+    return _half(index), freqs[offsets[n] : offsets[n + 1]]
 
 
 @lru_cache(maxsize=None)
-def _gaussian_model(index: int):
-    half, freqs = gaussian_table(index)
+def _gaussian_model(index: int, frac: int = 0):
+    half, freqs = gaussian_table(index, frac)
     return half, _model.Categorical(freqs.astype(np.float64), perfect=False)
 
 
@@ -169,7 +205,13 @@ def quantize(params, shape=None) -> tuple[np.ndarray, bytes]:
     shape = symbol_shape(params) if shape is None else tuple(shape)
     if isinstance(params, Gaussian):
         idx = np.broadcast_to(scale_index(params.scales), shape)
-        return idx, b"G" + np.ascontiguousarray(idx).tobytes()
+        if params.means is None:
+            return idx, b"G" + np.ascontiguousarray(idx).tobytes()
+        centre, k = (np.broadcast_to(a, shape) for a in mean_parts(params.means))
+        if np.abs(centre).max(initial=0) >= 1 << 31:
+            raise ValueError("Gaussian means must fit in int32")
+        check = b"M" + np.ascontiguousarray(idx).tobytes() + centre.astype("<i4").tobytes() + k.astype("i1").tobytes()
+        return (idx, centre, k), check
     if isinstance(params, Categorical):
         freqs = quantize_probs(params.probs)
         if freqs.ndim > 1 and freqs.shape[:-1] != tuple(shape):
@@ -232,8 +274,8 @@ def _bits(freqs: np.ndarray, totals) -> np.ndarray:
 
 
 @lru_cache(maxsize=None)
-def _gaussian_bits(index: int) -> np.ndarray:
-    _, freqs = gaussian_table(index)
+def _gaussian_bits(index: int, frac: int = 0) -> np.ndarray:
+    _, freqs = gaussian_table(index, frac)
     return _bits(freqs.astype(np.float64), freqs.sum())
 
 
@@ -255,15 +297,28 @@ def _unzigzag(u: np.ndarray) -> np.ndarray:
     return ((u >> np.uint64(1)).astype(np.int64) ^ -(u & np.uint64(1)).astype(np.int64))
 
 
-def _encode_gaussian(enc, symbols: np.ndarray, idx: np.ndarray) -> None:
-    flat, fidx = symbols.reshape(-1).astype(np.int64), idx.reshape(-1)
-    order = np.argsort(fidx, kind="stable")
-    sidx, svals = fidx[order], flat[order]
-    bounds = np.searchsorted(sidx, np.arange(SCALE_LEVELS + 1))
+def _groups(table) -> tuple[np.ndarray, np.ndarray | None, np.ndarray | None]:
+    """Flat ``(key, centre, mirrored)`` of a quantized Gaussian: key = fraction * SCALE_LEVELS +
+    index (the index alone without means: the order streams before means were coded in)."""
+    if not isinstance(table, tuple):
+        return np.asarray(table).reshape(-1).astype(np.int64), None, None
+    idx, centre, k = (np.asarray(a).reshape(-1) for a in table)
+    k = k.astype(np.int64)
+    return np.abs(k) * SCALE_LEVELS + idx, centre.astype(np.int64), k < 0
+
+
+def _encode_gaussian(enc, symbols: np.ndarray, table) -> None:
+    key, centre, mirror = _groups(table)
+    flat = symbols.reshape(-1).astype(np.int64)
+    if centre is not None:
+        flat = np.where(mirror, centre - flat, flat - centre)
+    order = np.argsort(key, kind="stable")
+    skey, svals = key[order], flat[order]
+    bounds = np.searchsorted(skey, np.arange(FRACTIONS * SCALE_LEVELS + 1))
     escaped = []
-    for i in np.unique(sidx):
-        half, model = _gaussian_model(int(i))
-        v = svals[bounds[i] : bounds[i + 1]] + half
+    for g in np.unique(skey):
+        half, model = _gaussian_model(int(g % SCALE_LEVELS), int(g // SCALE_LEVELS))
+        v = svals[bounds[g] : bounds[g + 1]] + half
         out = (v < 0) | (v > 2 * half)
         if out.any():
             escaped.append(v[out] - half)
@@ -277,17 +332,19 @@ def _encode_gaussian(enc, symbols: np.ndarray, idx: np.ndarray) -> None:
         enc.encode(np.array(chunks, dtype=np.int32), _UNIFORM_CHUNK)
 
 
-def _decode_gaussian(dec, idx: np.ndarray, budget: _Budget) -> np.ndarray:
-    fidx = idx.reshape(-1)
-    order = np.argsort(fidx, kind="stable")
-    sidx = fidx[order]
-    bounds = np.searchsorted(sidx, np.arange(SCALE_LEVELS + 1))
-    svals = np.empty(fidx.size, dtype=np.int64)
+def _decode_gaussian(dec, table, budget: _Budget) -> np.ndarray:
+    key, centre, mirror = _groups(table)
+    shape = (table[0] if isinstance(table, tuple) else np.asarray(table)).shape
+    order = np.argsort(key, kind="stable")
+    skey = key[order]
+    bounds = np.searchsorted(skey, np.arange(FRACTIONS * SCALE_LEVELS + 1))
+    svals = np.empty(key.size, dtype=np.int64)
     esc_pos, esc_half = [], []
-    for i in np.unique(sidx):
-        half, model = _gaussian_model(int(i))
-        a, b = bounds[i], bounds[i + 1]
-        bits = _gaussian_bits(int(i))
+    for g in np.unique(skey):
+        index, frac = int(g % SCALE_LEVELS), int(g // SCALE_LEVELS)
+        half, model = _gaussian_model(index, frac)
+        a, b = bounds[g], bounds[g + 1]
+        bits = _gaussian_bits(index, frac)
         v = np.empty(int(b - a), dtype=np.int64)
         for c in range(0, int(b - a), _CHUNK):
             part = dec.decode(model, min(_CHUNK, int(b - a) - c)).astype(np.int64)
@@ -313,12 +370,17 @@ def _decode_gaussian(dec, idx: np.ndarray, budget: _Budget) -> np.ndarray:
             has = nchunks > j
             u[has] |= chunks[starts[has] + j] << np.uint64(16 * j)
         vals = _unzigzag(u)
-        if (np.abs(vals) <= halves).any() or (np.abs(vals) >= 2**31).any():
+        # relative to a mean, a symbol may lie up to 2**32 from it
+        if (np.abs(vals) <= halves).any() or (np.abs(vals) >= (2**31 if centre is None else 2**32)).any():
             raise errors.FormatError("escaped value inside the table support (corrupted payload)")
         svals[pos] = vals
-    out = np.empty(fidx.size, dtype=np.int32)
-    out[order] = svals
-    return out.reshape(idx.shape)
+    flat = np.empty(key.size, dtype=np.int64)
+    flat[order] = svals
+    if centre is not None:
+        flat = np.where(mirror, centre - flat, centre + flat)
+        if flat.size and (flat.min() < -(2**31) + 1 or flat.max() >= 2**31):
+            raise errors.FormatError("decoded symbol outside int32 (corrupted or hostile payload)")
+    return flat.astype(np.int32).reshape(shape)
 
 
 def _encode_categorical(enc, symbols: np.ndarray, freqs: np.ndarray) -> None:
@@ -432,7 +494,7 @@ class LayerReader:
             out = []
             for par, shape, table in zip(params, shapes, tables):
                 if isinstance(par, Gaussian):
-                    out.append(_decode_gaussian(self.dec, np.asarray(table), self.budget))
+                    out.append(_decode_gaussian(self.dec, table, self.budget))
                 else:
                     out.append(_decode_categorical(self.dec, tuple(shape), table, self.budget))
             if last and not self.dec.maybe_exhausted():

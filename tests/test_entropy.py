@@ -26,6 +26,52 @@ def test_gaussian_roundtrip_any_symbols_and_scales(data, shape):
     np.testing.assert_array_equal(out, symbols)
 
 
+@given(data=st.data(), shape=shapes)
+def test_gaussian_with_means_roundtrip_any_symbols_means_and_scales(data, shape):
+    scales = data.draw(hnp.arrays(np.float64, shape, elements=extreme_floats))
+    means = data.draw(hnp.arrays(np.float64, shape, elements=st.one_of(
+        extreme_floats, st.floats(-40, 40), st.sampled_from([-0.5, -0.4375, 0.4375, 0.5, -2.0**31, 2.0**31]))))
+    symbols = data.draw(hnp.arrays(np.int64, shape, elements=st.one_of(
+        st.integers(-3, 3), st.integers(-(2**31) + 1, 2**31 - 1))))
+    payload, check = E.encode_layer([symbols], [E.Gaussian(scales, means)])
+    (out,) = E.decode_layer(payload, [E.Gaussian(scales, means)], check)
+    assert out.dtype == np.int32 and out.shape == symbols.shape
+    np.testing.assert_array_equal(out, symbols)
+
+
+def test_mean_parts_snap_to_eighths_with_the_fraction_in_range():
+    centre, k = E.mean_parts(np.array([0.0, 0.06, 0.07, 0.49, 0.5, -0.5, -0.51, 3.3, -7.7, np.nan, np.inf, -np.inf]))
+    np.testing.assert_array_equal(centre + k / 8, [0, 0, 0.125, 0.5, 0.5, -0.5, -0.5, 3.25, -7.75, 0, 2.0**30, -2.0**30])
+    assert k.min() >= -4 and k.max() <= 3
+
+
+def test_means_cost_what_the_ideal_code_costs_and_change_the_prior_check():
+    """Coded under its mean, a symbol costs what the discretized Gaussian centred there says
+    (within 1.5%), clearly less than relative to the rounded mean; a mean moved by 1/8 is
+    another prior, one moved within its snap is the same."""
+    import torch
+
+    def ndtr(v):
+        return torch.special.ndtr(torch.from_numpy(v)).numpy()
+
+    rng = np.random.default_rng(3)
+    n = 60_000
+    scales = np.exp(rng.uniform(np.log(0.15), np.log(4), n))
+    means = np.round(rng.uniform(-20, 20, n) * 8) / 8 + rng.uniform(-0.05, 0.05, n)  # 0.0125 off a snap edge
+    x = np.round(rng.normal(means, scales)).astype(np.int64)
+    payload, check = E.encode_layer([x], [E.Gaussian(scales, means)])
+    snapped = np.round(means * 8) / 8
+    p = ndtr((x + 0.5 - snapped) / scales) - ndtr((x - 0.5 - snapped) / scales)
+    assert len(payload) < -np.log2(p).sum() / 8 * 1.015
+    rounded, _ = E.encode_layer([x - np.round(means).astype(np.int64)], [E.Gaussian(scales)])
+    assert len(payload) < 0.95 * len(rounded)
+    assert E.decode_layer(payload, [E.Gaussian(scales, means + 0.01)], check)[0].tolist() == x.tolist()
+    with pytest.raises(PriorMismatchError):
+        E.decode_layer(payload, [E.Gaussian(scales, means + 0.125)], check)
+    with pytest.raises(PriorMismatchError):  # without means: another kind of prior
+        E.decode_layer(payload, [E.Gaussian(scales)], check)
+
+
 @given(data=st.data(), shape=shapes, k=st.integers(2, 300), shared=st.booleans())
 def test_categorical_roundtrip_with_zero_and_extreme_probs(data, shape, k, shared):
     pshape = (k,) if shared else shape + (k,)
@@ -84,6 +130,33 @@ def test_integer_tables_are_the_documented_ones():
     assert h.hexdigest()[:16] == TABLES_DIGEST
 
 
+def test_mean_tables_are_the_documented_ones():
+    h = hashlib.sha256()
+    for f in range(1, E.FRACTIONS):
+        for i in range(E.SCALE_LEVELS):
+            half, freqs = E.gaussian_table(i, f)
+            assert freqs.min() >= 1 and freqs.sum() <= 1 << E.PRECISION and len(freqs) == 2 * half + 2
+            h.update(freqs.astype("<i8").tobytes())
+    assert h.hexdigest()[:16] == MEAN_TABLES_DIGEST
+
+
+def test_shipped_mean_tables_are_the_computed_ones():
+    """A sample of the entries (every one with PROGCODEC_EXHAUSTIVE=1: ~2 s of mpmath); a table
+    centred on 4/8 is its own mirror image."""
+    import os
+
+    every = os.environ.get("PROGCODEC_EXHAUSTIVE", "") not in ("", "0")
+    assert E._stored(E.MEAN_TABLES) is not None
+    for f in range(1, E.FRACTIONS):
+        for i in range(E.SCALE_LEVELS) if every else (0, 1, 17, 40, E.SCALE_LEVELS - 1):
+            half, freqs = E.compute_table(i, f)
+            got = E.gaussian_table(i, f)
+            assert got[0] == half and np.array_equal(got[1], freqs), (i, f)
+    half, freqs = E.gaussian_table(20, E.MEAN_STEPS // 2)
+    inner = freqs[1 : 2 * half + 1]  # values 1 - L .. L: symmetric about 1/2
+    np.testing.assert_array_equal(inner, inner[::-1])
+
+
 def test_shipped_tables_are_the_computed_ones(tmp_path, monkeypatch):
     """The file a fresh process reads holds exactly what mpmath computes; without it (or for
     another coder) the tables are computed."""
@@ -128,6 +201,7 @@ def test_rate_is_close_to_ideal():
 
 
 TABLES_DIGEST = "b0351fe1fdcd5c70"
+MEAN_TABLES_DIGEST = "e904d691d0995ea0"
 
 
 def test_non_contiguous_probabilities_are_coded_at_their_true_rate():

@@ -41,16 +41,19 @@ def test_every_prefix_renders_full_size_and_refines():
     assert progcodec.info(data).extra["layer_steps"] == [5, 2, 2, 2, 2, 2]
 
 
-def test_a_stream_from_before_decodes_the_same():
-    """A 64x48 stream written by an earlier version (commit c41294b): same priors (no
-    PriorMismatchError), same image to within one 8-bit level (rendering is float32)."""
+@pytest.mark.parametrize("version", ["v2", "v3"])
+def test_a_stream_from_before_decodes_the_same(version):
+    """64x48 streams written by earlier versions (side information v2: commit c41294b; v3,
+    scale offsets and rounded means: ae29f14): same priors (no PriorMismatchError), same image
+    to within one 8-bit level (rendering is float32)."""
     from pathlib import Path
 
     from PIL import Image
 
     here = Path(__file__).parent / "data"
-    data = (here / "overfit_v2_64x48.pcs").read_bytes()
-    want = np.asarray(Image.open(here / "overfit_v2_64x48.png")).astype(int)
+    data = (here / f"overfit_{version}_64x48.pcs").read_bytes()
+    assert bitstream.unpack_side(bitstream.read(data)[0])["v"] == int(version[1])
+    want = np.asarray(Image.open(here / f"overfit_{version}_64x48.png")).astype(int)
     got = (progcodec.decode(data).tensor.clamp(0, 1) * 255).round().byte().permute(1, 2, 0).numpy().astype(int)
     assert np.abs(got - want).max() <= 1
     assert len(list(progcodec.decode_stream([data]))) == 6
@@ -146,7 +149,7 @@ def _stream_with_side(data=None, **changes):
 
 @pytest.mark.parametrize("changes", [
     {"ah": 10**9}, {"sh": 0}, {"ah": "16"}, {"q": [2, 2, 400]}, {"q": [1]}, {"ws": b"\x00"},
-    {"ws": bytes([200] * 20)}, {"v": 4}, {"so": [65] + [0] * 13}, {"so": [0] * 13}, {"so": "x"}, {"so": None},
+    {"ws": bytes([200] * 20)}, {"v": 5}, {"so": [65] + [0] * 13}, {"so": [0] * 13}, {"so": "x"}, {"so": None},
     {"so": [0.5] * 14},
 ])
 def test_hostile_side_information_is_refused_before_allocation(changes):
@@ -164,6 +167,15 @@ def test_scale_offsets_are_fitted_and_used_by_the_decoder():
         progcodec.decode(_stream_with_side(data, so=[k + 4 for k in so]))
 
 
+def test_latents_are_coded_under_their_means():
+    """v4 codes each latent under its model's mean snapped to 1/8; read as v3 (relative to the
+    rounded mean) the same stream has other priors, which the frame check refuses."""
+    data = progcodec.encode(photo(), model="overfit", iters=40)
+    assert bitstream.unpack_side(bitstream.read(data)[0])["v"] == 4
+    with pytest.raises(progcodec.PriorMismatchError):
+        progcodec.decode(_stream_with_side(data, v=3))
+
+
 def test_streams_name_their_warm_start_networks(monkeypatch):
     """Streams code weights relative to the shipped warm start (v2, v3 with ``init``); other
     networks are refused by name, and cold-start streams (self-contained) need none."""
@@ -173,7 +185,7 @@ def test_streams_name_their_warm_start_networks(monkeypatch):
     assert "init" in bitstream.unpack_side(bitstream.read(data)[0])
     cold = progcodec.encode(photo(32, 24), model="overfit", iters=5, warm_start=False)
     header, frames = bitstream.read(cold)
-    assert bitstream.unpack_side(header)["v"] == 3 and "init" not in bitstream.unpack_side(header)
+    assert bitstream.unpack_side(header)["v"] == 4 and "init" not in bitstream.unpack_side(header)
     from dataclasses import replace
 
     old = bitstream.write(replace(header, weights="none"), [(f.payload, f.prior_check) for f in frames])

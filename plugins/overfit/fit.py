@@ -2,7 +2,7 @@
 
 Schedule (after Cool-chic / C3): Adam with a cosine learning rate; additive uniform noise on
 the latents for the first part, then hard rounding with straight-through gradients (and the
-coded, rounded mean in the rate). Each iteration also renders a random prefix of the layers
+coded mean, snapped to 1/8, in the rate). Each iteration also renders a random prefix of the layers
 (finer grids at zero) and adds its distortion, so every preview is trained. Finally each
 network's weights are quantized with the power-of-two step that minimises the loss.
 """
@@ -15,6 +15,8 @@ from dataclasses import dataclass
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+
+from progcodec.entropy import MEAN_STEPS
 
 from . import nets
 from .nets import GRIDS
@@ -114,8 +116,8 @@ def latent_bits(model: Fitted, ys: list[torch.Tensor], noisy: bool) -> torch.Ten
         y = torch.cat([nets.take(g[0], p)[0] for g in ys])
         out = mlp.after_first(f)
         mu, ls = out[0], out[1] + offset_columns(model.scale_offsets, [tuple(g.shape[-2:]) for g in ys], p)
-        if not noisy:
-            mu = mu + (torch.round(mu) - mu).detach()
+        if not noisy:  # the mean as coded: snapped to 1/8 (side information v4)
+            mu = mu + (torch.round(mu * MEAN_STEPS) / MEAN_STEPS - mu).detach()
         bits = bits + nets.gaussian_bits(y, mu, ls).sum()
     return bits
 

@@ -7,7 +7,9 @@ docs/writing-plugins.md). Any prefix renders a full-size image, missing grids at
 Fits start from the shipped warm-start networks; side information v2 codes the weights
 relative to them (v1: absolute, from a cold start or before the warm start existed). v3 adds
 a log-scale offset per grid and pass (``so``) to the entropy model, and codes the weights
-relative to the warm start when it names one (``init``), else absolutely.
+relative to the warm start when it names one (``init``), else absolutely. v4 (what the
+encoder writes) codes each latent under its model's mean snapped to 1/8 (the coder's
+``Gaussian(scales, means)``) instead of relative to the rounded mean.
 """
 from __future__ import annotations
 
@@ -41,7 +43,7 @@ class OverfitDecoder(LayerDecoder):
     """Decoding state: networks after step 0 of layer 1, then grids as they arrive."""
 
     def __init__(self, height: int, width: int, side: dict, channels: int, model: "Overfit"):
-        if side.get("v") not in (1, 2, 3):
+        if side.get("v") not in (1, 2, 3, 4):
             raise ValueError(f"unsupported overfit side information version {side.get('v')!r}")
         ah, sh, shifts, ws = side.get("ah"), side.get("sh"), side.get("q"), side.get("ws")
         if not all(isinstance(v, int) and 1 <= v <= MAX_HIDDEN for v in (ah, sh)):
@@ -53,14 +55,15 @@ class OverfitDecoder(LayerDecoder):
                        + quant.synth_shapes(sh, channels))
         if not (isinstance(ws, bytes) and len(ws) == len(self.shapes) and max(ws) < len(SCALE_TABLE)):
             raise ValueError("weight coding scales are damaged")
-        so = side.get("so") if side["v"] == 3 else [0] * 2 * GRIDS
+        so = side.get("so") if side["v"] >= 3 else [0] * 2 * GRIDS
         if not (isinstance(so, list) and len(so) == 2 * GRIDS
                 and all(isinstance(k, int) and abs(k) <= quant.MAX_OFFSET for k in so)):
             raise ValueError("entropy-model scale offsets out of range")
         self.offsets = {p: [k / quant.OFFSET_STEP for k in so[i * GRIDS : (i + 1) * GRIDS]] for i, p in enumerate("ab")}
         self.shifts, self.ws = shifts, ws
         self.base = None  # v2, v3 naming one: weights are coded relative to the warm-start networks
-        if side["v"] == 2 or (side["v"] == 3 and "init" in side):
+        self.means = side["v"] >= 4  # coded under the (snapped) means, else relative to the rounded ones
+        if side["v"] == 2 or (side["v"] >= 3 and "init" in side):
             if side.get("init") != model.init_digest:
                 raise errors.WeightsMismatchError(
                     f"stream was fitted from warm-start networks {side.get('init')!r}; installed ones are"
@@ -83,9 +86,11 @@ class OverfitDecoder(LayerDecoder):
             self.grids[l] = torch.zeros(self.sizes[l], dtype=torch.float64)
         parent = self.grids[l + 1] if l + 1 < GRIDS else None
         out = quant.exact_mlp(self.params[0 if p == "a" else 1], nets.context(parent, self.grids[l], p))
-        mu = torch.floor(out[0] + 0.5)
         scales = torch.exp((out[1] + self.offsets[p][l]).clamp(-30.0, 30.0))
-        self._pending = (l, p, mu)
+        if self.means:
+            self._pending = (l, p, None)
+            return [Gaussian(scales.numpy(), out[0].numpy())]
+        self._pending = (l, p, torch.floor(out[0] + 0.5))
         return [Gaussian(scales.numpy())]
 
     def step_push(self, k: int, s: int, symbols: list[np.ndarray]) -> None:
@@ -102,7 +107,9 @@ class OverfitDecoder(LayerDecoder):
             self.params = [quant.from_ints(g, sh) for g, sh in zip(groups, self.shifts)]
             return
         l, p, mu = self._pending
-        y = mu + torch.from_numpy(symbols[0].astype(np.float64))
+        y = torch.from_numpy(symbols[0].astype(np.float64))
+        if mu is not None:
+            y = y + mu
         if y.numel() and float(y.abs().max()) > quant.MAX_WEIGHT:
             raise ValueError("latent value out of range")
         nets.put(self.grids[l], y, p)
@@ -215,7 +222,7 @@ class Overfit(Model):
         base = base_tensors(init, cfg.arm_hidden, cfg.synth_hidden, self.channels) if init is not None else None
         best = quant.search(fitted, x.detach(), ys, cfg.lmbda, base)
         ints = best["a"][1] + best["b"][1] + best["s"][1]
-        side = {"v": 3, "ah": cfg.arm_hidden, "sh": cfg.synth_hidden,
+        side = {"v": 4, "ah": cfg.arm_hidden, "sh": cfg.synth_hidden,
                 "q": [best["a"][0], best["b"][0], best["s"][0]], "so": best["so"],
                 "ws": bytes(quant.coding_scale(a) for a in ints),
                 "lmbda": round(cfg.lmbda, 8), "iters": cfg.iters}
@@ -230,8 +237,8 @@ class Overfit(Model):
                 if item == ("nets",):
                     syms = ints
                 else:
-                    l, p, mu = state._pending
-                    syms = [(nets.take(ys[l][0], p)[0] - mu).numpy().astype(np.int32)]
+                    l, p, _ = state._pending  # v4: the latents themselves, coded under the means
+                    syms = [nets.take(ys[l][0], p)[0].numpy().astype(np.int32)]
                 state.step_push(k, s, syms)
                 layer.append(syms)
             symbols.append(layer)

@@ -13,7 +13,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from progcodec.entropy import SCALE_TABLE, scale_index
+from progcodec.entropy import MEAN_STEPS, SCALE_TABLE, scale_index
 
 from . import nets
 
@@ -82,11 +82,17 @@ def exact_mlp(params: list[torch.Tensor], f: torch.Tensor, chunk: int = 16384) -
     return out
 
 
+def coded_mean(mu: torch.Tensor) -> torch.Tensor:
+    """The exact model's means as the coder uses them (v4): snapped to multiples of 1/8, as
+    ``progcodec.entropy.mean_parts`` does (both round half to even)."""
+    return torch.round(mu * MEAN_STEPS) / MEAN_STEPS
+
+
 def coded_bits(params: list[torch.Tensor], feats: torch.Tensor, y: torch.Tensor, offsets: torch.Tensor) -> float:
-    """Bits of latents ``y`` under the exact entropy model (rounded means, as coded), its
-    log-scales plus ``offsets`` (one per latent)."""
+    """Bits of latents ``y`` under the exact entropy model (means as coded), its log-scales
+    plus ``offsets`` (one per latent)."""
     out = exact_mlp(params, feats)
-    mu = torch.floor(out[0] + 0.5)
+    mu = coded_mean(out[0])
     return float(nets.gaussian_bits(y, mu, out[1] + offsets).sum())
 
 
@@ -100,7 +106,7 @@ def refine_offsets(params, feats, y, counts, ks: list[int], reach: int = 8) -> l
     """Each grid's offset integer re-chosen (within ``reach`` of ``ks``) for the fewest bits of
     the integer latents under the quantized network; ``counts``: latents per grid."""
     out = exact_mlp(params, feats)
-    mu = torch.floor(out[0] + 0.5)
+    mu = coded_mean(out[0])
     best, at = [], 0
     for n, k in zip(counts, ks):
         yy, mm, ll = y[at : at + n], mu[at : at + n], out[1][at : at + n]
