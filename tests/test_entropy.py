@@ -157,6 +157,19 @@ def test_shipped_mean_tables_are_the_computed_ones():
     np.testing.assert_array_equal(inner, inner[::-1])
 
 
+def test_without_the_mean_tables_file_they_are_computed(tmp_path, monkeypatch):
+    monkeypatch.setattr(E, "MEAN_TABLES", tmp_path / "missing.npz")
+    E._stored.cache_clear()
+    E.gaussian_table.cache_clear()
+    try:
+        assert E._stored(E.MEAN_TABLES) is None
+        half, freqs = E.gaussian_table(3, 2)
+        assert half == E.compute_table(3, 2)[0] and np.array_equal(freqs, E.compute_table(3, 2)[1])
+    finally:
+        E._stored.cache_clear()
+        E.gaussian_table.cache_clear()
+
+
 def test_shipped_tables_are_the_computed_ones(tmp_path, monkeypatch):
     """The file a fresh process reads holds exactly what mpmath computes; without it (or for
     another coder) the tables are computed."""
