@@ -61,7 +61,7 @@ class OverfitDecoder(LayerDecoder):
             raise ValueError("entropy-model scale offsets out of range")
         self.offsets = {p: [k / quant.OFFSET_STEP for k in so[i * GRIDS : (i + 1) * GRIDS]] for i, p in enumerate("ab")}
         self.shifts, self.ws = shifts, ws
-        self.base = None  # v2, v3 naming one: weights are coded relative to the warm-start networks
+        self.base = None  # v2, v3 / v4 naming one: weights are coded relative to the warm-start networks
         self.means = side["v"] >= 4  # coded under the (snapped) means, else relative to the rounded ones
         if side["v"] == 2 or (side["v"] >= 3 and "init" in side):
             if side.get("init") != model.init_digest:
