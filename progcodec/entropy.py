@@ -171,8 +171,7 @@ def _stored(path: Path | None = None):
 def gaussian_table(index: int, frac: int = 0) -> tuple[int, np.ndarray]:
     """``(L, freqs)`` for table entry ``index`` at mean fraction ``frac`` (0 .. MEAN_STEPS / 2)
     (:func:`compute_table`, read from ``TABLES`` or ``MEAN_TABLES``)."""
-    path = TABLES if frac == 0 else MEAN_TABLES
-    stored = _stored(path) if path == MEAN_TABLES else _stored()
+    stored = _stored(MEAN_TABLES) if frac else _stored()
     if stored is None:
         return compute_table(index, frac)
     freqs, offsets = stored
@@ -295,18 +294,20 @@ def _unzigzag(u: np.ndarray) -> np.ndarray:
     return ((u >> np.uint64(1)).astype(np.int64) ^ -(u & np.uint64(1)).astype(np.int64))
 
 
-def _groups(table) -> tuple[np.ndarray, np.ndarray | None, np.ndarray | None]:
-    """Flat ``(key, centre, mirrored)`` of a quantized Gaussian: key = fraction * SCALE_LEVELS +
-    index (the index alone without means: the order streams before means were coded in)."""
+def _groups(table):
+    """Flat ``(key, centre, mirrored)`` of a quantized Gaussian and its shape: key = fraction *
+    SCALE_LEVELS + index (the index alone without means: the order streams before means were
+    coded in)."""
     if not isinstance(table, tuple):
-        return np.asarray(table).reshape(-1).astype(np.int64), None, None
-    idx, centre, k = (np.asarray(a).reshape(-1) for a in table)
-    k = k.astype(np.int64)
-    return np.abs(k) * SCALE_LEVELS + idx, centre.astype(np.int64), k < 0
+        idx = np.asarray(table)
+        return idx.reshape(-1).astype(np.int64), None, None, idx.shape
+    idx, centre, k = (np.asarray(a) for a in table)
+    k = k.reshape(-1).astype(np.int64)
+    return np.abs(k) * SCALE_LEVELS + idx.reshape(-1), centre.reshape(-1).astype(np.int64), k < 0, idx.shape
 
 
 def _encode_gaussian(enc, symbols: np.ndarray, table) -> None:
-    key, centre, mirror = _groups(table)
+    key, centre, mirror, _ = _groups(table)
     flat = symbols.reshape(-1).astype(np.int64)
     if centre is not None:
         flat = np.where(mirror, centre - flat, flat - centre)
@@ -331,8 +332,7 @@ def _encode_gaussian(enc, symbols: np.ndarray, table) -> None:
 
 
 def _decode_gaussian(dec, table, budget: _Budget) -> np.ndarray:
-    key, centre, mirror = _groups(table)
-    shape = (table[0] if isinstance(table, tuple) else np.asarray(table)).shape
+    key, centre, mirror, shape = _groups(table)
     order = np.argsort(key, kind="stable")
     skey = key[order]
     bounds = np.searchsorted(skey, np.arange(FRACTIONS * SCALE_LEVELS + 1))

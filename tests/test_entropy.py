@@ -10,6 +10,14 @@ from hypothesis.extra import numpy as hnp
 from progcodec import entropy as E
 from progcodec.errors import FormatError, PriorMismatchError
 
+
+def _ndtr(v):
+    """The standard normal CDF (torch's, as the tests' reference)."""
+    import torch
+
+    return torch.special.ndtr(torch.from_numpy(v)).numpy()
+
+
 shapes = hnp.array_shapes(min_dims=1, max_dims=3, min_side=1, max_side=12)
 extreme_floats = st.one_of(st.floats(allow_nan=True, allow_infinity=True),
                            st.sampled_from([0.0, -1.0, 1e-30, 0.11, 64.0, 1e30]))
@@ -49,11 +57,6 @@ def test_means_cost_what_the_ideal_code_costs_and_change_the_prior_check():
     """Coded under its mean, a symbol costs what the discretized Gaussian centred there says
     (within 1.5%), clearly less than relative to the rounded mean; a mean moved by 1/8 is
     another prior, one moved within its snap is the same."""
-    import torch
-
-    def ndtr(v):
-        return torch.special.ndtr(torch.from_numpy(v)).numpy()
-
     rng = np.random.default_rng(3)
     n = 60_000
     scales = np.exp(rng.uniform(np.log(0.15), np.log(4), n))
@@ -61,7 +64,7 @@ def test_means_cost_what_the_ideal_code_costs_and_change_the_prior_check():
     x = np.round(rng.normal(means, scales)).astype(np.int64)
     payload, check = E.encode_layer([x], [E.Gaussian(scales, means)])
     snapped = np.round(means * 8) / 8
-    p = ndtr((x + 0.5 - snapped) / scales) - ndtr((x - 0.5 - snapped) / scales)
+    p = _ndtr((x + 0.5 - snapped) / scales) - _ndtr((x - 0.5 - snapped) / scales)
     assert len(payload) < -np.log2(p).sum() / 8 * 1.015
     rounded, _ = E.encode_layer([x - np.round(means).astype(np.int64)], [E.Gaussian(scales)])
     assert len(payload) < 0.95 * len(rounded)
@@ -199,16 +202,11 @@ def test_shipped_tables_are_the_computed_ones(tmp_path, monkeypatch):
 
 
 def test_rate_is_close_to_ideal():
-    import torch
-
-    def ndtr(v):
-        return torch.special.ndtr(torch.from_numpy(v)).numpy()
-
     rng = np.random.default_rng(0)
     scales = np.exp(rng.uniform(np.log(0.3), np.log(20), 100_000))
     x = np.round(rng.normal(0, scales)).astype(np.int64)
     payload, _ = E.encode_layer([x], [E.Gaussian(scales)])
-    p = ndtr((x + 0.5) / scales) - ndtr((x - 0.5) / scales)
+    p = _ndtr((x + 0.5) / scales) - _ndtr((x - 0.5) / scales)
     ideal_bytes = -np.log2(p).sum() / 8
     assert len(payload) < ideal_bytes * 1.01
 

@@ -16,9 +16,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from progcodec.entropy import MEAN_STEPS
-
-from . import nets
+from . import nets, quant
 from .nets import GRIDS
 
 
@@ -117,7 +115,7 @@ def latent_bits(model: Fitted, ys: list[torch.Tensor], noisy: bool) -> torch.Ten
         out = mlp.after_first(f)
         mu, ls = out[0], out[1] + offset_columns(model.scale_offsets, [tuple(g.shape[-2:]) for g in ys], p)
         if not noisy:  # the mean as coded: snapped to 1/8 (side information v4)
-            mu = mu + (torch.round(mu * MEAN_STEPS) / MEAN_STEPS - mu).detach()
+            mu = mu + (quant.coded_mean(mu) - mu).detach()
         bits = bits + nets.gaussian_bits(y, mu, ls).sum()
     return bits
 
