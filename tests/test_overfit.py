@@ -9,6 +9,7 @@ from hypothesis import strategies as st
 
 import progcodec
 from progcodec import BitstreamError, bitstream, testing
+from progcodec.entropy import MEAN_STEPS, mean_parts
 from progcodec_plugins.overfit import fit, nets, plugin, quant
 
 
@@ -180,13 +181,12 @@ def test_latents_are_coded_under_their_means():
 def test_fit_and_coder_snap_means_alike(sixteenths, dtype):
     """The fit's rate (``quant.coded_mean``) and the coder (``entropy.mean_parts``) snap a
     mean to the same eighth, ties (odd sixteenths) included."""
-    from progcodec.entropy import MEAN_STEPS, mean_parts
-
     m = torch.tensor(sixteenths, dtype=torch.float64) / 16 + torch.tensor([0.0, 0.01, -0.01])[
         torch.arange(len(sixteenths)) % 3]
     m = m.to(dtype)
     centre, k = mean_parts(m.numpy())
     assert np.array_equal(centre * MEAN_STEPS + k, (quant.coded_mean(m).double() * MEAN_STEPS).numpy())
+
 
 def test_streams_name_their_warm_start_networks(monkeypatch):
     """Streams code weights relative to the shipped warm start (v2, v3 with ``init``); other
