@@ -258,6 +258,34 @@ def test_preview_objective_improves_previews():
     assert got[0.5] > got[0.0] + 1, got
 
 
+def test_the_fit_ends_on_the_best_rounded_state(monkeypatch):
+    x = torch.from_numpy(np.array(photo(32, 24))).permute(2, 0, 1)[None].float() / 255
+    cfg = fit.FitConfig(lmbda=0.003, iters=100, noise_frac=0.5)  # its last state is not its best
+    seen, terms = [], fit.terms
+
+    def recording(model, x, noisy):
+        out = terms(model, x, noisy)
+        if not noisy:
+            seen.append(float((out[2] + cfg.lmbda * out[3]).detach()))
+        return out
+
+    monkeypatch.setattr(fit, "terms", recording)
+    with torch.enable_grad():
+        fitted, log = fit.fit(x, cfg)
+    assert len(seen) == 51 and log[-1]["kept_loss"] == min(seen) < seen[-1]
+    assert log[-1]["kept"] == 50 + seen.index(min(seen))
+    with torch.no_grad():
+        _, _, mse, bpp = terms(fitted, x, False)
+    assert float(mse + cfg.lmbda * bpp) == pytest.approx(min(seen), rel=1e-6)
+    monkeypatch.setattr(fit, "terms", terms)
+    with torch.enable_grad():
+        last, log = fit.fit(x, fit.FitConfig(lmbda=0.003, iters=100, noise_frac=0.5, keep_best=False))
+    assert "kept" not in log[-1]
+    with torch.no_grad():
+        _, _, mse, bpp = terms(last, x, False)
+    assert float(mse + cfg.lmbda * bpp) == pytest.approx(seen[-1], rel=1e-6)
+
+
 def test_command_line_options(tmp_path, capsys):
     from progcodec import cli
 

@@ -31,6 +31,7 @@ class FitConfig:
     prefix_weight: float = 0.25     # weight of the random-prefix distortion term
     noise_frac: float = 0.9         # share of iterations with noise (then straight-through rounding)
     offset_lr: float = 0.05         # the per-grid log-scale offsets of the entropy model
+    keep_best: bool = True          # end on the rounded phase's best state (coded D + lambda R)
     seed: int = 0
 
 
@@ -199,6 +200,7 @@ def _fit(x, cfg, progress, init, latents):
     opt = torch.optim.Adam(params)
     log, t0 = [], time.perf_counter()
     noise_iters = int(cfg.iters * cfg.noise_frac)
+    best = (math.inf, -1, None)  # (coded loss, iteration, state) of the rounded phase
     for it in range(cfg.iters):
         frac = it / max(1, cfg.iters)
         decay = 0.5 * (1 + math.cos(math.pi * frac)) * 0.95 + 0.05
@@ -206,6 +208,8 @@ def _fit(x, cfg, progress, init, latents):
             g["lr"] = base * decay
         z, xh, mse, bpp = terms(model, x, it < noise_iters)
         loss = mse + cfg.lmbda * bpp
+        if cfg.keep_best and it >= noise_iters and float(loss.detach()) < best[0]:
+            best = (float(loss.detach()), it, {k: v.detach().clone() for k, v in model.state_dict().items()})
         if cfg.prefix_weight > 0 and it % 2:  # every other iteration, at twice the weight
             loss = loss + 2 * cfg.prefix_weight * prefix_mse(model, z, x)
         opt.zero_grad(set_to_none=True)
@@ -217,4 +221,21 @@ def _fit(x, cfg, progress, init, latents):
                         "seconds": time.perf_counter() - t0})
             if progress:
                 progress(it + 1, cfg.iters, psnr, float(bpp.detach()))
+    if best[2] is not None:
+        log[-1].update(_end_on_best(model, x, cfg.lmbda, best, cfg.iters))
     return model, log
+
+
+def _end_on_best(model: Fitted, x: torch.Tensor, lmbda: float, best, iters: int) -> dict:
+    """End on the best rounded state seen (the state after the last step included): the hard
+    phase's straight-through steps are noisy and its last state is rarely its best. Measured on
+    384x256 crops, 400 iterations, rates medium and low, 4 photos: coded loss lower on 8 of 8,
+    by 3.0% on average (plugin README). Returns ``{"kept": iteration, "kept_loss": loss}`` for the
+    log (iteration ``iters``: the state after the last step)."""
+    with torch.no_grad():
+        _, _, mse, bpp = terms(model, x, False)
+        last = float(mse + lmbda * bpp)
+    if last <= best[0]:
+        return {"kept": iters, "kept_loss": last}
+    model.load_state_dict(best[2])
+    return {"kept": best[1], "kept_loss": best[0]}
