@@ -286,6 +286,25 @@ def test_the_fit_ends_on_the_best_rounded_state(monkeypatch):
     assert float(mse + cfg.lmbda * bpp) == pytest.approx(seen[-1], rel=1e-6)
 
 
+@given(st.floats(-50, 50, allow_nan=False, width=32))
+def test_softround_goes_from_rounding_to_identity(v):
+    y = torch.tensor([v])
+    assert float(fit.softround(y, 1e-3)) == pytest.approx(float(torch.round(y)), abs=1e-3) or abs(v % 1 - 0.5) < 0.01
+    assert float(fit.softround(y, 50.0)) == pytest.approx(v, abs=1e-3)
+
+
+def test_soft_rounding_is_opt_in_and_changes_the_fit():
+    x = torch.from_numpy(np.array(photo(32, 24))).permute(2, 0, 1)[None].float() / 255
+    got = {}
+    for sr in (None, (0.35, 0.08)):
+        with torch.enable_grad():
+            fitted, _ = fit.fit(x, fit.FitConfig(lmbda=0.003, iters=20, soft_round=sr))
+        got[sr] = torch.cat([y.detach().flatten() for y in fitted.latents])
+    assert fit.FitConfig(lmbda=0.003, iters=1).soft_round is None
+    assert not torch.equal(got[None], got[(0.35, 0.08)])
+    assert fit._soft(fit.FitConfig(lmbda=1, iters=1, soft_round=(0.4, 0.1)), 1.0) == pytest.approx((0.1, 0.15))
+
+
 def test_command_line_options(tmp_path, capsys):
     from progcodec import cli
 

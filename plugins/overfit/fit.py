@@ -32,6 +32,8 @@ class FitConfig:
     noise_frac: float = 0.9         # share of iterations with noise (then straight-through rounding)
     offset_lr: float = 0.05         # the per-grid log-scale offsets of the entropy model
     keep_best: bool = True          # end on the rounded phase's best state (coded D + lambda R)
+    soft_round: tuple[float, float] | None = None  # noise phase: softround temperature start, end
+    soft_sigma: tuple[float, float] = (0.22, 0.15)  # ... and its Gaussian noise's deviation
     seed: int = 0
 
 
@@ -55,7 +57,19 @@ def offset_columns(offsets: torch.Tensor, sizes, p: str) -> torch.Tensor:
     return offsets["ab".index(p)].repeat_interleave(counts)
 
 
-def _proxy(y: torch.Tensor, noisy: bool) -> torch.Tensor:
+def softround(y: torch.Tensor, t: float) -> torch.Tensor:
+    """A differentiable rounding: ``round(y)`` as ``t`` -> 0, ``y`` as ``t`` grows (Agustsson &
+    Theis 2020)."""
+    f = torch.floor(y)
+    return f + 0.5 * torch.tanh((y - f - 0.5) / t) / math.tanh(0.5 / t) + 0.5
+
+
+def _proxy(y: torch.Tensor, noisy: bool, soft: tuple[float, float] | None = None) -> torch.Tensor:
+    """The latents as the loss sees them: ``y`` plus uniform noise; or, with ``soft`` (temperature,
+    deviation), softround(softround(y) + Gaussian noise) (C3, Cool-chic); or rounded with
+    straight-through gradients (``noisy`` false)."""
+    if noisy and soft is not None:
+        return softround(softround(y, soft[0]) + soft[1] * torch.randn_like(y), soft[0])
     if noisy:
         return y + torch.empty_like(y).uniform_(-0.5, 0.5)
     return y + (torch.round(y) - y).detach()
@@ -135,9 +149,9 @@ def render(model: Fitted, ys: list[torch.Tensor], keep: int = GRIDS) -> torch.Te
     return model.synth(_keep(nets.upsample_grids(ys, model.sizes[0]), keep))
 
 
-def terms(model: Fitted, x: torch.Tensor, noisy: bool):
+def terms(model: Fitted, x: torch.Tensor, noisy: bool, soft: tuple[float, float] | None = None):
     """One evaluation of the loss terms: (upsampled proxy latents, render, MSE, bits per pixel)."""
-    ys = [_proxy(y, noisy) for y in model.latents]
+    ys = [_proxy(y, noisy, soft) for y in model.latents]
     z = nets.upsample_grids(ys, model.sizes[0])
     xh = model.synth(z)
     return z, xh, F.mse_loss(xh, x), latent_bits(model, ys, noisy) / (x.shape[-2] * x.shape[-1])
@@ -206,7 +220,7 @@ def _fit(x, cfg, progress, init, latents):
         decay = 0.5 * (1 + math.cos(math.pi * frac)) * 0.95 + 0.05
         for g, base in zip(opt.param_groups, (cfg.lr, net_lr, cfg.offset_lr)):
             g["lr"] = base * decay
-        z, xh, mse, bpp = terms(model, x, it < noise_iters)
+        z, xh, mse, bpp = terms(model, x, it < noise_iters, _soft(cfg, it / max(1, noise_iters - 1)))
         loss = mse + cfg.lmbda * bpp
         if cfg.keep_best and it >= noise_iters and float(loss.detach()) < best[0]:
             best = (float(loss.detach()), it, {k: v.detach().clone() for k, v in model.state_dict().items()})
@@ -224,6 +238,15 @@ def _fit(x, cfg, progress, init, latents):
     if best[2] is not None:
         log[-1].update(_end_on_best(model, x, cfg.lmbda, best, cfg.iters))
     return model, log
+
+
+def _soft(cfg: FitConfig, t: float) -> tuple[float, float] | None:
+    """Softround temperature and noise deviation at noise-phase progress ``t`` in [0, 1]
+    (linear, as Cool-chic schedules them); None without ``cfg.soft_round``."""
+    if cfg.soft_round is None:
+        return None
+    (t0, t1), (s0, s1) = cfg.soft_round, cfg.soft_sigma
+    return t0 + (t1 - t0) * t, s0 + (s1 - s0) * t
 
 
 def _end_on_best(model: Fitted, x: torch.Tensor, lmbda: float, best, iters: int) -> dict:
