@@ -263,8 +263,8 @@ def test_the_fit_ends_on_the_best_rounded_state(monkeypatch):
     cfg = fit.FitConfig(lmbda=0.003, iters=100, noise_frac=0.5)  # its last state is not its best
     seen, terms = [], fit.terms
 
-    def recording(model, x, noisy):
-        out = terms(model, x, noisy)
+    def recording(model, x, noisy, soft=None):
+        out = terms(model, x, noisy, soft)
         if not noisy:
             seen.append(float((out[2] + cfg.lmbda * out[3]).detach()))
         return out
