@@ -37,6 +37,15 @@ def image_of(im8):
     return Image.fromarray(im8[0].permute(1, 2, 0).numpy(), "RGB")
 
 
+def same_8bit(ours, theirs, tie=1e-3):
+    """Identical once stored as 8-bit, except where theirs sits within ``tie`` of a rounding
+    boundary (float32 sums differ across CPUs, AVX2 vs AVX-512, by ~1e-6): there off by one."""
+    a, b = torch.round(ours * 255), torch.round(theirs * 255)
+    off = (a - b).abs()
+    near = ((theirs * 255) - torch.floor(theirs * 255) - 0.5).abs() < tie
+    return bool(off.max() <= 1) and bool(near[off > 0].all())
+
+
 def official_bits(z, mean, scale):
     """Their eval-mode rate: discretized Gaussian, scale floored at 0.11, likelihood at 1e-9."""
     d = (z - mean).abs().double()
@@ -48,8 +57,8 @@ def official_bits(z, mean, scale):
 @pytest.mark.parametrize("arch", ARCHS)
 def test_port_matches_the_official_outputs(arch, one_torch_thread):
     """Through the installed plugin: every prior mean / scale / posterior mean within float
-    tolerance of theirs, the residual-rounded symbols identical, per-block rate equal, and
-    the reconstruction equal to theirs (identical once stored as 8-bit)."""
+    tolerance of theirs (scales relative above 1), the residual-rounded symbols identical,
+    per-block rate equal, and the reconstruction equal to theirs (8-bit: see same_8bit)."""
     _, im8, ref, _ = fixture(arch)
     model = registry.load(arch, "fixture")
     x = im8.float() / 255
@@ -63,7 +72,8 @@ def test_port_matches_the_official_outputs(arch, one_torch_thread):
             mu = model.net.posterior(k, h, feats)
             worst["posterior"] = max(worst["posterior"], (mu - ref[f"posterior_mean.{k}"]).abs().max().item())
             worst["prior mean"] = max(worst["prior mean"], (mean - ref[f"prior_mean.{k}"]).abs().max().item())
-            worst["prior scale"] = max(worst["prior scale"], (scale - ref[f"prior_scale.{k}"]).abs().max().item())
+            rel = (scale - ref[f"prior_scale.{k}"]).abs() / ref[f"prior_scale.{k}"].abs().clamp_min(1)
+            worst["prior scale"] = max(worst["prior scale"], rel.max().item())  # relative above 1
             theirs = torch.round(ref[f"posterior_mean.{k}"] - ref[f"prior_mean.{k}"])
             ours = torch.round(mu - mean)
             assert torch.equal(ours, theirs), f"block {k}: symbols differ"
@@ -73,13 +83,13 @@ def test_port_matches_the_official_outputs(arch, one_torch_thread):
         recon = state.image()
     assert all(v < 1e-5 for v in worst.values()), worst
     assert (recon - ref["reconstruction"][0]).abs().max().item() < 1e-5
-    assert torch.equal(torch.round(recon * 255), torch.round(ref["reconstruction"][0] * 255))
+    assert same_8bit(recon, ref["reconstruction"][0])
 
 
 @pytest.mark.parametrize("arch", ARCHS)
 def test_stream_symbols_and_image_are_the_official_ones(arch, one_torch_thread):
     """A real .pcs stream: its decoded symbols are their round(mu - mean) in every layer, and
-    the decoded image is their reconstruction (8-bit identical); the coded size follows
+    the decoded image is their reconstruction (8-bit: see same_8bit); the coded size follows
     their rate (our 64-scale table and range coder, not CompressAI's)."""
     _, im8, ref, _ = fixture(arch)
     data = progcodec.encode(image_of(im8), model=arch, rate="fixture")
@@ -96,7 +106,7 @@ def test_stream_symbols_and_image_are_the_official_ones(arch, one_torch_thread):
         assert np.array_equal(layer[0], theirs), f"layer {k}"
     final = progcodec.decode(data).tensor
     assert (final - ref["reconstruction"]).abs().max().item() < 1e-5
-    assert torch.equal(torch.round(final * 255), torch.round(ref["reconstruction"][0] * 255))
+    assert same_8bit(final, ref["reconstruction"][0])
     theirs = sum(ref[f"rate_bits.{k}"].item() for k in range(12))
     assert 0.9 * theirs < 8 * sum(h.layer_sizes) < 1.1 * theirs + 12 * 48
 
