@@ -223,8 +223,8 @@ def _fit(x, cfg, progress, init, latents):
             g["lr"] = base * decay
         z, xh, mse, bpp = terms(model, x, it < noise_iters, _soft(cfg, it / max(1, noise_iters - 1)))
         loss = mse + cfg.lmbda * bpp
-        if cfg.keep_best and it >= noise_iters and float(loss.detach()) < best[0]:
-            best = (float(loss.detach()), it, {k: v.detach().clone() for k, v in model.state_dict().items()})
+        if cfg.keep_best and it >= noise_iters and (coded := float(loss.detach())) < best[0]:
+            best = (coded, it, {k: v.detach().clone() for k, v in model.state_dict().items()})
         if cfg.prefix_weight > 0 and it % 2:  # every other iteration, at twice the weight
             loss = loss + 2 * cfg.prefix_weight * prefix_mse(model, z, x)
         opt.zero_grad(set_to_none=True)
