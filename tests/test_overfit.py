@@ -286,6 +286,28 @@ def test_the_fit_ends_on_the_best_rounded_state(monkeypatch):
     assert float(mse + cfg.lmbda * bpp) == pytest.approx(seen[-1], rel=1e-6)
 
 
+def test_round_lr_scales_only_the_rounded_phase(monkeypatch):
+    x = torch.from_numpy(np.array(photo(32, 24))).permute(2, 0, 1)[None].float() / 255
+    at_switch, terms = [], fit.terms
+
+    def recording(model, x, noisy, soft=None):
+        if not noisy and not at_switch:
+            at_switch.append([p.detach().clone() for p in (*model.latents, *model.arm.parameters())])
+        return terms(model, x, noisy, soft)
+
+    monkeypatch.setattr(fit, "terms", recording)
+    with torch.enable_grad():
+        fitted, _ = fit.fit(x, fit.FitConfig(lmbda=0.003, iters=40, noise_frac=0.5, round_lr=(0.0, 1.0)))
+    lat = len(fitted.latents)
+    after = [p.detach() for p in (*fitted.latents, *fitted.arm.parameters())]
+    assert all(torch.equal(a, b) for a, b in zip(at_switch[0][:lat], after[:lat]))  # latents frozen
+    assert not all(torch.equal(a, b) for a, b in zip(at_switch[0][lat:], after[lat:]))  # networks moved
+    monkeypatch.setattr(fit, "terms", terms)
+    with torch.enable_grad():
+        default, _ = fit.fit(x, fit.FitConfig(lmbda=0.003, iters=40, noise_frac=0.5))
+    assert not all(torch.equal(a, b.detach()) for a, b in zip(after[:lat], default.latents))
+
+
 @given(st.floats(-50, 50, allow_nan=False, width=32))
 def test_softround_goes_from_rounding_to_identity(v):
     y = torch.tensor([v])

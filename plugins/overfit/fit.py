@@ -35,6 +35,7 @@ class FitConfig:
     keep_best: bool = True          # end on the rounded phase's best state (coded D + lambda R)
     soft_round: tuple[float, float] | None = None  # noise phase: softround temperature start, end
     soft_sigma: tuple[float, float] = (0.22, 0.15)  # ... and its Gaussian noise's deviation
+    round_lr: tuple[float, float] = (1.0, 1.0)  # rounded phase: lr factors (latents, networks + offsets)
     seed: int = 0
 
 
@@ -219,8 +220,9 @@ def _fit(x, cfg, progress, init, latents):
     for it in range(cfg.iters):
         frac = it / max(1, cfg.iters)
         decay = 0.5 * (1 + math.cos(math.pi * frac)) * 0.95 + 0.05
-        for g, base in zip(opt.param_groups, (cfg.lr, net_lr, cfg.offset_lr)):
-            g["lr"] = base * decay
+        scale = cfg.round_lr if it >= noise_iters else (1.0, 1.0)
+        for g, base, k in zip(opt.param_groups, (cfg.lr, net_lr, cfg.offset_lr), (0, 1, 1)):
+            g["lr"] = base * decay * scale[k]
         z, xh, mse, bpp = terms(model, x, it < noise_iters, _soft(cfg, it / max(1, noise_iters - 1)))
         loss = mse + cfg.lmbda * bpp
         if cfg.keep_best and it >= noise_iters and (coded := float(loss.detach())) < best[0]:
