@@ -306,8 +306,9 @@ def build_parser() -> argparse.ArgumentParser:
     e = sub.add_parser("encode", help="encode an image into a layered .pcs stream")
     e.add_argument("input"), e.add_argument("output")
     e.add_argument("--model", default=registry.DEFAULT_MODEL), e.add_argument("--rate")
-    e.add_argument("--compact-header", action="store_true",
-                   help="format 1.2: a ~200-byte smaller header, unreadable by progcodec before 1.2")
+    e.add_argument("--compact-header", action=argparse.BooleanOptionalAction, default=None,
+                   help="format 1.2: a ~200-byte smaller header, unreadable by progcodec before 1.2"
+                        " (default: the model's choice, on for overfit)")
     _model_options(e)
     d = sub.add_parser("decode", help="decode a stream (or its first layers) to an image")
     d.add_argument("input", help="stream file, or - for stdin"), d.add_argument("output")

@@ -13,7 +13,7 @@ from .stream import DecodeStep, decode_stream
 
 
 def encode(image, model: str = registry.DEFAULT_MODEL, rate: str | None = None, *,
-           compact_header: bool = False, **options) -> bytes:
+           compact_header: bool | None = None, **options) -> bytes:
     """Encode an image into a layered progcodec stream, coarsest layer first.
 
     ``image``: a path, a PIL image, a uint8 numpy array ``(H, W[, C])`` or a float torch tensor
@@ -21,7 +21,8 @@ def encode(image, model: str = registry.DEFAULT_MODEL, rate: str | None = None, 
     decode; alpha travels losslessly in an extra ``alpha`` layer after the first model layer.
     ``options`` go to the model's ``analyze`` (those it lists in ``Model.options``, e.g.
     ``effort=`` for ``overfit``). ``compact_header``: write format 1.2, whose header is ~200
-    bytes smaller (docs/bitstream.md §2.2) but which progcodec before 1.2 cannot read.
+    bytes smaller (docs/bitstream.md §2.2) but which progcodec before 1.2 cannot read; None
+    (default): the model's ``compact_header`` (on for ``overfit``, off for the rest).
     """
     m = registry.load(model, rate)
     unknown = sorted(set(options) - set(m.options))
@@ -48,7 +49,7 @@ def encode(image, model: str = registry.DEFAULT_MODEL, rate: str | None = None, 
         model=m.name, rate=analysis.rate or m.rate, model_version=m.version, weights=m.digest,
         width=int(width), height=int(height), mode="RGB" if m.channels == 3 else "L",
         layer_sizes=(), layer_names=tuple(names), encoded_layers=len(names),
-        coder=entropy.CODER_ID, side=side, extra=extra, compact=bool(compact_header),
+        coder=entropy.CODER_ID, side=side, extra=extra, compact=bool(m.compact_header if compact_header is None else compact_header),
     )
     return bitstream.write(header, frames)
 

@@ -85,6 +85,9 @@ class Model(ABC):
     # Peak decode memory per padded pixel in bytes (beyond the loaded model), measured; the
     # decoder refuses a header whose size times this exceeds ``Limits.max_decode_bytes``.
     decode_bytes_per_pixel: int = 4096
+    # Write format 1.2 (the compressed header, docs/bitstream.md 2.2) unless the caller says
+    # otherwise: set it when no reader older than 1.2 can decode this model's streams anyway.
+    compact_header: bool = False
 
     def __init__(self, rate: str | None = None):
         self.rate = rate or self.default_rate

@@ -264,7 +264,7 @@ def test_encode_compact_header(tmp_path, capsys):
 
     src = tmp_path / "in.png"
     Image.new("RGB", (40, 30), (200, 80, 20)).save(src)
-    for flag, minor in (([], 0), (["--compact-header"], 2)):
+    for flag, minor in (([], 0), (["--no-compact-header"], 0), (["--compact-header"], 2)):
         out = tmp_path / f"o{minor}.pcs"
         assert cli.main(["encode", str(src), str(out), *flag]) == 0
         assert out.read_bytes()[9] == minor

@@ -286,6 +286,16 @@ def test_the_fit_ends_on_the_best_rounded_state(monkeypatch):
     assert float(mse + cfg.lmbda * bpp) == pytest.approx(seen[-1], rel=1e-6)
 
 
+def test_overfit_streams_default_to_the_compact_header():
+    img = photo(24, 16)
+    compact = progcodec.encode(img, model="overfit", rate="low", iters=3)
+    plain = progcodec.encode(img, model="overfit", rate="low", iters=3, compact_header=False)
+    assert compact[9] == 2 and plain[9] == 1  # format 1.2; plain is 1.1 (several coding steps)
+    assert len(plain) - len(compact) > 150
+    assert progcodec.info(compact) == progcodec.info(plain)
+    assert torch.equal(progcodec.decode(compact).tensor, progcodec.decode(plain).tensor)
+
+
 def test_round_lr_scales_only_the_rounded_phase(monkeypatch):
     x = torch.from_numpy(np.array(photo(32, 24))).permute(2, 0, 1)[None].float() / 255
     at_switch, terms = [], fit.terms
