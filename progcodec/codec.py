@@ -37,6 +37,7 @@ def encode(image, model: str = registry.DEFAULT_MODEL, rate: str | None = None, 
         analysis = m.analyze(xp, **options)
         frames, steps = code_layers(m, analysis, xp.shape[-2], xp.shape[-1])
     side, side_codec = bitstream.pack_side(analysis.side)
+    compact = m.compact_header if compact_header is None else compact_header
     names, extra = list(m.layer_names), {"side_codec": side_codec, **modes.stream_extra(prep, m.channels)}
     if any(n > 1 for n in steps):
         extra["layer_steps"] = steps  # format 1.1: layers with several coding steps
@@ -49,7 +50,7 @@ def encode(image, model: str = registry.DEFAULT_MODEL, rate: str | None = None, 
         model=m.name, rate=analysis.rate or m.rate, model_version=m.version, weights=m.digest,
         width=int(width), height=int(height), mode="RGB" if m.channels == 3 else "L",
         layer_sizes=(), layer_names=tuple(names), encoded_layers=len(names),
-        coder=entropy.CODER_ID, side=side, extra=extra, compact=bool(m.compact_header if compact_header is None else compact_header),
+        coder=entropy.CODER_ID, side=side, extra=extra, compact=bool(compact),
     )
     return bitstream.write(header, frames)
 
