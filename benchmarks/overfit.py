@@ -83,6 +83,7 @@ def one(img_name, img, effort, rate, start):
     t2 = time.perf_counter()
     progcodec.decode(data)  # all layers, only the last rendered
     final = time.perf_counter() - t2
+    header = bitstream.read(data)[0]
     layers = []
     for s in steps:
         p, m = metrics(s.tensor, x)
@@ -90,8 +91,7 @@ def one(img_name, img, effort, rate, start):
     return {"image": img_name, "effort": effort, "rate": rate, "start": start,
             "threads": fit_threads[0], "encode_s": enc, "decode_s": full, "final_decode_s": final,
             "first_preview_s": first, "commit": _commit(), "net_bytes": network_bytes(data), "bytes": len(data),
-            "header_bytes": progcodec.info(data).header_bytes(),
-            "scale_offsets": bitstream.unpack_side(bitstream.read(data)[0]).get("so"),
+            "header_bytes": header.header_bytes(), "scale_offsets": bitstream.unpack_side(header).get("so"),
             "layers": layers, "curve": curve}
 
 

@@ -220,9 +220,9 @@ def _fit(x, cfg, progress, init, latents):
     for it in range(cfg.iters):
         frac = it / max(1, cfg.iters)
         decay = 0.5 * (1 + math.cos(math.pi * frac)) * 0.95 + 0.05
-        scale = cfg.round_lr if it >= noise_iters else (1.0, 1.0)
-        for g, base, k in zip(opt.param_groups, (cfg.lr, net_lr, cfg.offset_lr), (0, 1, 1)):
-            g["lr"] = base * decay * scale[k]
+        f_lat, f_net = cfg.round_lr if it >= noise_iters else (1.0, 1.0)
+        for g, base in zip(opt.param_groups, (cfg.lr * f_lat, net_lr * f_net, cfg.offset_lr * f_net)):
+            g["lr"] = base * decay
         z, xh, mse, bpp = terms(model, x, it < noise_iters, _soft(cfg, it / max(1, noise_iters - 1)))
         loss = mse + cfg.lmbda * bpp
         if cfg.keep_best and it >= noise_iters and (coded := float(loss.detach())) < best[0]:
