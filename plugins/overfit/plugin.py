@@ -32,7 +32,7 @@ from .nets import GRIDS, PLAN
 
 # lambda per named rate point (loss = MSE on [0, 1] + lambda * bits per pixel)
 LAMBDAS = {"lowest": 0.02, "low": 0.008, "medium": 0.003, "high": 0.0012, "highest": 0.0005}
-EFFORTS = {"fast": 150, "medium": 400, "slow": 1200}
+EFFORTS = {"fast": 150, "medium": 600, "slow": 1200}
 MAX_HIDDEN = 64
 WEIGHTS = Path(__file__).parent / "weights"
 INIT = "init.safetensors"  # the warm-start networks, in WEIGHTS (train_init.py writes them)
