@@ -42,11 +42,12 @@ def test_every_prefix_renders_full_size_and_refines():
     assert progcodec.info(data).extra["layer_steps"] == [5, 2, 2, 2, 2, 2]
 
 
-@pytest.mark.parametrize("version", ["v2", "v3"])
+@pytest.mark.parametrize("version", ["v2", "v3", "v4"])
 def test_a_stream_from_before_decodes_the_same(version):
     """64x48 streams written by earlier versions (side information v2: commit c41294b; v3,
-    scale offsets and rounded means: ae29f14): same priors (no PriorMismatchError), same image
-    to within one 8-bit level (rendering is float32)."""
+    scale offsets and rounded means: ae29f14; v4, coded means, format 1.2 header: 8f8847e):
+    same priors (no PriorMismatchError), same image to within one 8-bit level (rendering is
+    float32)."""
     from pathlib import Path
 
     from PIL import Image
