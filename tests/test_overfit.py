@@ -151,7 +151,8 @@ def _stream_with_side(data=None, **changes):
 
 @pytest.mark.parametrize("changes", [
     {"ah": 10**9}, {"sh": 0}, {"ah": "16"}, {"q": [2, 2, 400]}, {"q": [1]}, {"ws": b"\x00"},
-    {"ws": bytes([200] * 20)}, {"v": 5}, {"so": [65] + [0] * 13}, {"so": [0] * 13}, {"so": "x"}, {"so": None},
+    {"ws": bytes([200] * 20)}, {"v": 6}, {"q": [2] * 19 + [25]}, {"q": [2] * 21}, {"q": [2] * 19 + [1.5]},
+    {"q": [2, 2, 2], "v": 5}, {"so": [65] + [0] * 13}, {"so": [0] * 13}, {"so": "x"}, {"so": None},
     {"so": [0.5] * 14},
 ])
 def test_hostile_side_information_is_refused_before_allocation(changes):
@@ -170,12 +171,62 @@ def test_scale_offsets_are_fitted_and_used_by_the_decoder():
 
 
 def test_latents_are_coded_under_their_means():
-    """v4 codes each latent under its model's mean snapped to 1/8; read as v3 (relative to the
-    rounded mean) the same stream has other priors, which the frame check refuses."""
-    data = progcodec.encode(photo(), model="overfit", iters=40)
-    assert bitstream.unpack_side(bitstream.read(data)[0])["v"] == 4
+    """v4 (and after) codes each latent under its model's mean snapped to 1/8; read as v3
+    (relative to the rounded mean) the same stream has other priors, which the frame check
+    refuses."""
+    from pathlib import Path
+
+    data = (Path(__file__).parent / "data" / "overfit_v4_64x48.pcs").read_bytes()
     with pytest.raises(progcodec.PriorMismatchError):
         progcodec.decode(_stream_with_side(data, v=3))
+
+
+def test_every_weight_tensor_has_its_own_step():
+    """v5 carries a step per tensor (20), searched from the best step common to each network;
+    the decoder uses them: another step for one tensor is another prior or image."""
+    data = progcodec.encode(photo(), model="overfit", iters=40)
+    side = bitstream.unpack_side(bitstream.read(data)[0])
+    assert side["v"] == 5 and len(side["q"]) == 20, side["q"]
+    q = list(side["q"])
+    q[0] += 1  # entropy model pass a, first weight matrix
+    with pytest.raises(progcodec.PriorMismatchError):
+        progcodec.decode(_stream_with_side(data, q=q))
+
+
+@settings(max_examples=20, deadline=None)
+@given(st.lists(st.integers(0, 16), min_size=3, max_size=3), st.lists(st.booleans(), min_size=3, max_size=3),
+       st.integers(0, 2**31 - 1))
+def test_per_tensor_steps_round_trip_exactly(shifts, keep, seed):
+    """Each tensor at its own step, coded relative to the base or kept at it: the coded
+    integers plus the base's at that step give back the weights' integers; a kept tensor
+    codes zeros and equals the base."""
+    g = torch.Generator().manual_seed(seed)
+    tensors = [torch.randn(16, 9, generator=g), torch.randn(16, generator=g) * 3, torch.randn(2, 16, generator=g)]
+    base = [t + 0.01 * torch.randn(t.shape, generator=g) for t in tensors]
+    ints, coded = quant.tensor_choice(tensors, base, shifts, keep)
+    for t, b, s, k, i, c in zip(tensors, base, shifts, keep, ints, coded):
+        bi = quant.to_ints([b], s)[0]
+        assert np.array_equal(c + bi, i)
+        assert np.array_equal(i, bi if k else quant.to_ints([t], s)[0])
+        assert not k or not c.any()
+    back = quant.from_ints(ints, shifts)
+    assert all(torch.equal(w, torch.from_numpy(i.astype(np.float64)) * 2.0**-s) for w, i, s in zip(back, ints, shifts))
+
+
+def test_step_refinement_never_costs_more():
+    """``refine_steps`` starts from the common step and only takes moves that lower the cost."""
+    g = torch.Generator().manual_seed(0)
+    tensors = [torch.randn(8, 4, generator=g), torch.randn(8, generator=g) * 0.01]
+    target = [t.double() for t in tensors]
+
+    def cost(shifts, ints, coded):
+        err = sum(float(((torch.from_numpy(i.astype(np.float64)) * 2.0**-s - t) ** 2).sum())
+                  for i, s, t in zip(ints, shifts, target))
+        return err + 1e-3 * quant.weight_bits(coded)
+
+    start = cost([6, 6], *quant.tensor_choice(tensors, None, [6, 6], [False, False]))
+    shifts, coded, ints = quant.refine_steps(cost, tensors, None, 6, False)
+    assert cost(shifts, ints, coded) <= start and shifts != [6, 6]  # the tiny bias wants a coarser step
 
 
 @given(st.lists(st.integers(-(2**20), 2**20), min_size=1, max_size=50), st.sampled_from([torch.float32, torch.float64]))
@@ -198,7 +249,7 @@ def test_streams_name_their_warm_start_networks(monkeypatch):
     assert "init" in bitstream.unpack_side(bitstream.read(data)[0])
     cold = progcodec.encode(photo(32, 24), model="overfit", iters=5, warm_start=False)
     header, frames = bitstream.read(cold)
-    assert bitstream.unpack_side(header)["v"] == 4 and "init" not in bitstream.unpack_side(header)
+    assert bitstream.unpack_side(header)["v"] == 5 and "init" not in bitstream.unpack_side(header)
     from dataclasses import replace
 
     old = bitstream.write(replace(header, weights="none"), [(f.payload, f.prior_check) for f in frames])

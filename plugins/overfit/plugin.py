@@ -8,8 +8,9 @@ Fits start from the shipped warm-start networks; side information v2 codes the w
 relative to them (v1: absolute, from a cold start or before the warm start existed). v3 adds
 a log-scale offset per grid and pass (``so``) to the entropy model, and codes the weights
 relative to the warm start when it names one (``init``), else absolutely. v4 (what the
-encoder writes) codes each latent under its model's mean snapped to 1/8 (the coder's
-``Gaussian(scales, means)``) instead of relative to the rounded mean.
+encoder wrote before v5) codes each latent under its model's mean snapped to 1/8 (the coder's
+``Gaussian(scales, means)``) instead of relative to the rounded mean. v5 (what the encoder
+writes) gives every weight tensor its own step (``q``: 20 shifts, not one per network).
 """
 from __future__ import annotations
 
@@ -43,16 +44,20 @@ class OverfitDecoder(LayerDecoder):
     """Decoding state: networks after step 0 of layer 1, then grids as they arrive."""
 
     def __init__(self, height: int, width: int, side: dict, channels: int, model: "Overfit"):
-        if side.get("v") not in (1, 2, 3, 4):
+        if side.get("v") not in (1, 2, 3, 4, 5):
             raise ValueError(f"unsupported overfit side information version {side.get('v')!r}")
         ah, sh, shifts, ws = side.get("ah"), side.get("sh"), side.get("q"), side.get("ws")
         if not all(isinstance(v, int) and 1 <= v <= MAX_HIDDEN for v in (ah, sh)):
             raise ValueError("network sizes out of range")
-        if not (isinstance(shifts, list) and len(shifts) == 3
-                and all(isinstance(s, int) and 0 <= s <= quant.MAX_SHIFT for s in shifts)):
-            raise ValueError("weight steps out of range")
         self.shapes = (quant.mlp_shapes(nets.PARENT, ah) + quant.mlp_shapes(nets.PARENT + nets.NEIGH, ah)
                        + quant.synth_shapes(sh, channels))
+        n_arm = len(quant.mlp_shapes(1, 1))
+        # v5: a step per tensor; before, one per network (entropy-model passes a, b, synthesis)
+        if not (isinstance(shifts, list) and len(shifts) == (len(self.shapes) if side["v"] >= 5 else 3)
+                and all(isinstance(s, int) and 0 <= s <= quant.MAX_SHIFT for s in shifts)):
+            raise ValueError("weight steps out of range")
+        if side["v"] < 5:
+            shifts = [shifts[0]] * n_arm + [shifts[1]] * n_arm + [shifts[2]] * (len(self.shapes) - 2 * n_arm)
         if not (isinstance(ws, bytes) and len(ws) == len(self.shapes) and max(ws) < len(SCALE_TABLE)):
             raise ValueError("weight coding scales are damaged")
         so = side.get("so") if side["v"] >= 3 else [0] * 2 * GRIDS
@@ -98,13 +103,14 @@ class OverfitDecoder(LayerDecoder):
             if any(np.abs(a).max(initial=0) > quant.MAX_WEIGHT for a in symbols):
                 raise ValueError("network weight out of range")
             n_arm = len(quant.mlp_shapes(1, 1))
-            groups = (symbols[:n_arm], symbols[n_arm:2 * n_arm], symbols[2 * n_arm:])
+            cuts = (0, n_arm, 2 * n_arm, len(symbols))
+            groups = [(symbols[i:j], self.shifts[i:j]) for i, j in zip(cuts, cuts[1:])]
             if self.base is not None:
-                groups = [[d + b for d, b in zip(g, quant.to_ints(self.base[key], sh))]
-                          for g, key, sh in zip(groups, "abs", self.shifts)]
-                if any(np.abs(a).max(initial=0) > quant.MAX_WEIGHT for g in groups for a in g):
+                groups = [([d + b for d, b in zip(g, quant.to_ints(self.base[key], sh))], sh)
+                          for (g, sh), key in zip(groups, "abs")]
+                if any(np.abs(a).max(initial=0) > quant.MAX_WEIGHT for g, _ in groups for a in g):
                     raise ValueError("network weight out of range")
-            self.params = [quant.from_ints(g, sh) for g, sh in zip(groups, self.shifts)]
+            self.params = [quant.from_ints(g, sh) for g, sh in groups]
             return
         l, p, mu = self._pending
         y = torch.from_numpy(symbols[0].astype(np.float64))
@@ -225,8 +231,8 @@ class Overfit(Model):
         base = base_tensors(init, cfg.arm_hidden, cfg.synth_hidden, self.channels) if init is not None else None
         best = quant.search(fitted, x.detach(), ys, cfg.lmbda, base)
         ints = best["a"][1] + best["b"][1] + best["s"][1]
-        side = {"v": 4, "ah": cfg.arm_hidden, "sh": cfg.synth_hidden,
-                "q": [best["a"][0], best["b"][0], best["s"][0]], "so": best["so"],
+        side = {"v": 5, "ah": cfg.arm_hidden, "sh": cfg.synth_hidden,
+                "q": best["a"][0] + best["b"][0] + best["s"][0], "so": best["so"],
                 "ws": bytes(quant.coding_scale(a) for a in ints),
                 "lmbda": round(cfg.lmbda, 8), "iters": cfg.iters}
         if init is not None:

@@ -17,7 +17,8 @@ from progcodec.entropy import MEAN_STEPS, SCALE_TABLE, scale_index
 
 from . import nets
 
-SHIFTS = range(2, 15)        # candidate steps 2**-2 .. 2**-14
+SHIFTS = range(2, 15)        # candidate steps 2**-2 .. 2**-14 common to a network
+TENSOR_SHIFTS = range(0, 17)  # a tensor's own step, refined from there (v5)
 MAX_SHIFT = 24
 MAX_WEIGHT = 1 << 20         # |integer weight| a stream may carry
 ACT_CLAMP = 4096.0
@@ -42,12 +43,21 @@ def synth_shapes(hidden: int, channels: int) -> list[tuple]:
             (channels, channels, 3, 3), (channels,), (channels, channels, 3, 3), (channels,)]
 
 
-def to_ints(tensors, shift: int) -> list[np.ndarray]:
-    return [np.round(t.detach().double().numpy() * 2.0**shift).astype(np.int32) for t in tensors]
+def _each(shift, n: int) -> list[int]:
+    """One shift per tensor: ``shift`` as given (a list) or repeated (an int)."""
+    return list(shift) if isinstance(shift, (list, tuple)) else [shift] * n
 
 
-def from_ints(ints, shift: int) -> list[torch.Tensor]:
-    return [torch.from_numpy(np.asarray(i, dtype=np.float64) * 2.0**-shift) for i in ints]
+def to_ints(tensors, shift: int | list[int]) -> list[np.ndarray]:
+    tensors = list(tensors)
+    return [np.round(t.detach().double().numpy() * 2.0**s).astype(np.int32)
+            for t, s in zip(tensors, _each(shift, len(tensors)), strict=True)]
+
+
+def from_ints(ints, shift: int | list[int]) -> list[torch.Tensor]:
+    ints = list(ints)
+    return [torch.from_numpy(np.asarray(i, dtype=np.float64) * 2.0**-s)
+            for i, s in zip(ints, _each(shift, len(ints)), strict=True)]
 
 
 def coding_scale(ints: np.ndarray) -> int:
@@ -128,13 +138,51 @@ def candidates(tensors, base, shift: int):
     return [(ints, [i - j for i, j in zip(ints, b)]), (b, [np.zeros_like(j) for j in b])]
 
 
+def tensor_choice(tensors, base, shifts: list[int], keep: list[bool]):
+    """(weights as integers, integers to code) with a step and, given a base, a choice per
+    tensor: coded relative to the base, or the base itself unchanged (``keep``: all zeros)."""
+    ints, coded = [], []
+    for t, b, s, k in zip(tensors, base or [None] * len(tensors), shifts, keep):
+        i = to_ints([t], s)[0]
+        if b is None:
+            ints.append(i), coded.append(i)
+            continue
+        j = to_ints([b], s)[0]
+        ints.append(j if k else i), coded.append(np.zeros_like(j) if k else i - j)
+    return ints, coded
+
+
+def refine_steps(cost, tensors, base, shift: int, keep: bool, reach: int = 2, sweeps: int = 2):
+    """Per-tensor steps (v5) from a network's best common ``shift``: coordinate descent over
+    each tensor's shift within ``reach`` (and, with a base, keeping that tensor at the base),
+    ``cost(shifts, ints, coded)`` to minimise. Returns (shifts, coded ints, weights as integers)."""
+    n = len(tensors)
+    shifts, keeps = [shift] * n, [keep] * n
+    cur = cost(shifts, *tensor_choice(tensors, base, shifts, keeps))
+    for _ in range(sweeps):
+        moved = False
+        for t in range(n):
+            opts = [(shifts[t] + d, False) for d in range(-reach, reach + 1) if d and shifts[t] + d in TENSOR_SHIFTS]
+            opts += [(shifts[t], not keeps[t])] if base is not None else []
+            for s, k in opts:
+                trial_s, trial_k = shifts[:t] + [s] + shifts[t + 1:], keeps[:t] + [k] + keeps[t + 1:]
+                c = cost(trial_s, *tensor_choice(tensors, base, trial_s, trial_k))
+                if c < cur:
+                    cur, shifts, keeps, moved = c, trial_s, trial_k, True
+        if not moved:
+            break
+    ints, coded = tensor_choice(tensors, base, shifts, keeps)
+    return shifts, coded, ints
+
+
 def search(model, x: torch.Tensor, ys: list[torch.Tensor], lmbda: float, base: dict | None = None) -> dict:
-    """Pick each network's step minimising D + lambda * R (R: latent + weight bits per pixel).
+    """Pick each weight tensor's step minimising D + lambda * R (R: latent + weight bits per
+    pixel): the best step common to a network, then per tensor (``refine_steps``).
 
     ``ys``: the final integer latents (float64). ``base``: ``{"a"|"b"|"s": tensors}`` of the
     warm-start networks, whose integers the coded ones are relative to. Returns
-    ``{"a"|"b"|"s": (shift, coded ints, weights as integers), "so": offset integers}`` (the
-    per-grid log-scale offsets, re-chosen for the chosen entropy model).
+    ``{"a"|"b"|"s": (shifts per tensor, coded ints, weights as integers), "so": offset
+    integers}`` (the per-grid log-scale offsets, re-chosen for the chosen entropy model).
     """
     from .fit import contexts, offset_columns
 
@@ -150,22 +198,28 @@ def search(model, x: torch.Tensor, ys: list[torch.Tensor], lmbda: float, base: d
         for i, (key, mlp, (feats, y)) in enumerate((("a", model.arm.a, ctx[0]), ("b", model.arm.b, ctx[1]))):
             row = ks[i * nets.GRIDS : (i + 1) * nets.GRIDS]
             off = offset_columns(fitted_offsets, sizes, key)
-            cands = []
-            for s in SHIFTS:
-                for ints, coded in candidates(mlp_tensors(mlp), base.get(key), s):
-                    cost = lmbda * (coded_bits(from_ints(ints, s), feats, y, off) + weight_bits(coded)) / npx
-                    cands.append((cost, s, coded, ints))
-            best[key] = min(cands, key=lambda c: c[0])[1:]
+            tensors = mlp_tensors(mlp)
+
+            def cost(shifts, ints, coded):
+                return lmbda * (coded_bits(from_ints(ints, shifts), feats, y, off) + weight_bits(coded)) / npx
+
+            cands = [(cost(s, ints, coded), s, bool(kept)) for s in SHIFTS
+                     for kept, (ints, coded) in enumerate(candidates(tensors, base.get(key), s))]
+            _, s, kept = min(cands, key=lambda c: c[0])
+            best[key] = refine_steps(cost, tensors, base.get(key), s, kept)
             counts = [nets.pass_count(h, w, key) for h, w in sizes]
             best["so"] += refine_offsets(from_ints(best[key][2], best[key][0]), feats, y, counts, row)
         # float32, as the decoder renders (float64 3x3 convolutions made this search 10x slower)
         z = nets.upsample_grids([y.float() for y in ys], model.sizes[0])
         x32 = x.float()
-        cands = []
-        for s in SHIFTS:
-            for ints, coded in candidates(synth_tensors(model.synth), base.get("s"), s):
-                params = [p.float() for p in from_ints(ints, s)]
-                mse = float(F.mse_loss(nets.synthesize(params, z).clamp(0, 1), x32))
-                cands.append((mse + lmbda * weight_bits(coded) / npx, s, coded, ints))
-        best["s"] = min(cands, key=lambda c: c[0])[1:]
+        tensors = synth_tensors(model.synth)
+
+        def cost(shifts, ints, coded):
+            mse = float(F.mse_loss(nets.synthesize([p.float() for p in from_ints(ints, shifts)], z).clamp(0, 1), x32))
+            return mse + lmbda * weight_bits(coded) / npx
+
+        cands = [(cost(s, ints, coded), s, bool(kept)) for s in SHIFTS
+                 for kept, (ints, coded) in enumerate(candidates(tensors, base.get("s"), s))]
+        _, s, kept = min(cands, key=lambda c: c[0])
+        best["s"] = refine_steps(cost, tensors, base.get("s"), s, kept)
     return best
