@@ -15,13 +15,16 @@ AVIF on the same photos, and PSNR against fitting iterations for the first photo
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import subprocess
 import time
 from collections import defaultdict
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
+import torch
 
 import progcodec
 from common import bd_rate, classic, decode_classic, metrics, test_images
@@ -58,8 +61,9 @@ def _commit() -> str:
 START = {"latents": {"latent_init": "analysis"}, "warm": {"latent_init": "zero"}, "cold": {"warm_start": False}}
 
 
-def one(img_name, img, effort, rate, start):
-    x = to_tensor(img)[0]
+def one(img_name, img, effort, rate, start, save_fits: Path | None = None):
+    """Encode one photo; with ``save_fits``, also save the fit's float state there
+    (``<image>_<effort>_<rate>_<start>.pt``) for ``overfit_repack.py``."""
     curve = []
     t0 = time.perf_counter()
     fit_threads = []
@@ -68,8 +72,17 @@ def one(img_name, img, effort, rate, start):
         fit_threads[:] = [progcodec.get_threads()]
         curve.append((it, round(p, 3), round(b, 4), round(time.perf_counter() - t0, 2)))
 
-    data = progcodec.encode(img, model="overfit", rate=rate, effort=effort, progress=progress, **START[start])
+    with saving_fits(save_fits and save_fits / f"{img_name}_{effort}_{rate}_{start}.pt"):
+        data = progcodec.encode(img, model="overfit", rate=rate, effort=effort, progress=progress, **START[start])
     enc = time.perf_counter() - t0
+    return {"image": img_name, "effort": effort, "rate": rate, "start": start,
+            "threads": fit_threads[0], "encode_s": enc, **measure(data, img), "commit": _commit(), "curve": curve}
+
+
+def measure(data: bytes, img) -> dict:
+    """Decode times (every layer rendered; the final image alone; the first preview) and each
+    layer's bytes / bpp / PSNR / MS-SSIM of a stream of ``img``."""
+    x = to_tensor(img)[0]
     t1 = time.perf_counter()
     dec = StreamDecoder()
     first = None
@@ -88,11 +101,29 @@ def one(img_name, img, effort, rate, start):
     for s in steps:
         p, m = metrics(s.tensor, x)
         layers.append({"layer": s.layer, "bytes": s.bytes_consumed, "bpp": s.bpp, "psnr": p, "msssim": m})
-    return {"image": img_name, "effort": effort, "rate": rate, "start": start,
-            "threads": fit_threads[0], "encode_s": enc, "decode_s": full, "final_decode_s": final,
-            "first_preview_s": first, "commit": _commit(), "net_bytes": network_bytes(data), "bytes": len(data),
-            "header_bytes": header.header_bytes(), "scale_offsets": bitstream.unpack_side(header).get("so"),
-            "layers": layers, "curve": curve}
+    return {"decode_s": full, "final_decode_s": final, "first_preview_s": first, "net_bytes": network_bytes(data),
+            "bytes": len(data), "header_bytes": header.header_bytes(),
+            "scale_offsets": bitstream.unpack_side(header).get("so"), "layers": layers}
+
+
+@contextmanager
+def saving_fits(path: Path | None):
+    """While encoding: save the fitted state that ``Overfit.pack`` quantizes to ``path``."""
+    if path is None:
+        yield
+        return
+    cls = type(progcodec.registry.load("overfit"))
+    pack = cls.pack
+
+    def saving(self, fitted, x, cfg, init=None):
+        torch.save({"state": fitted.state_dict(), "cfg": dataclasses.asdict(cfg), "hw": tuple(x.shape[-2:])}, path)
+        return pack(self, fitted, x, cfg, init)
+
+    cls.pack = saving
+    try:
+        yield
+    finally:
+        cls.pack = pack
 
 
 def classic_points(images):
@@ -198,10 +229,13 @@ def main():
     ap.add_argument("--out", type=Path, default=Path(__file__).resolve().parents[1] / "docs" / "figures" / "overfit.jsonl")
     ap.add_argument("--start", choices=tuple(START), default="warm", help="how fits start (see above)")
     ap.add_argument("--shard", default="0/1", help="K/N: encode only photos K, K+N, ... (run N at once)")
+    ap.add_argument("--save-fits", type=Path, help="also save each fit's state here (for overfit_repack.py)")
     ap.add_argument("--report-only", action="store_true")
     a = ap.parse_args()
     images = test_images(a.images, a.limit)
     k, n = (int(v) for v in a.shard.split("/"))
+    if a.save_fits:
+        a.save_fits.mkdir(parents=True, exist_ok=True)
     rows = [json.loads(line) for line in a.out.read_text().splitlines()] if a.out.exists() else []
     if not a.report_only:
         have = {(r["image"], r["effort"], r["rate"], r.get("start", "cold")) for r in rows}
@@ -210,7 +244,7 @@ def main():
                 for rate in a.rates:
                     if (name, effort, rate, a.start) in have:
                         continue
-                    r = one(name, img, effort, rate, a.start)
+                    r = one(name, img, effort, rate, a.start, a.save_fits)
                     rows.append(r)
                     with a.out.open("a") as f:
                         f.write(json.dumps(r) + "\n")

@@ -35,3 +35,25 @@ def test_speed_threads_benchmark():
     out = run("speed.py", "--threads", "--runs", "1", "--plugins", "pyramid", "--thread-counts", "1", "2",
               "--load", "1", "--image", PHOTO)
     assert "| pyramid | 1 |" in out and "| pyramid | 2 |" in out and "loaded" in out
+
+
+def test_overfit_benchmark_saves_fits_that_repack_to_the_same_stream(tmp_path, monkeypatch):
+    """overfit.py --save-fits, then overfit_repack.py with the same code: the very same streams
+    (quantization and coding depend on the saved fit alone), so a change to them can be
+    measured on saved fits."""
+    import json
+
+    from PIL import Image
+
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    Image.open(PHOTO).convert("RGB").resize((48, 32)).save(photos / "tiny.png")
+    monkeypatch.setenv("PROGCODEC_OVERFIT_ITERS", "6")
+    rows, again = tmp_path / "rows.jsonl", tmp_path / "again.jsonl"
+    run("overfit.py", "--images", photos, "--efforts", "fast", "--rates", "low", "medium",
+        "--save-fits", tmp_path / "fits", "--out", rows)
+    assert sorted(p.name for p in (tmp_path / "fits").iterdir()) == ["tiny_fast_low_warm.pt", "tiny_fast_medium_warm.pt"]
+    out = run("overfit_repack.py", "--rows", rows, "--fits", tmp_path / "fits", "--out", again, "--images", photos)
+    assert len(out.splitlines()) == 2
+    first, second = ([json.loads(line) for line in p.read_text().splitlines()] for p in (rows, again))
+    assert [(r["rate"], r["bytes"], r["layers"]) for r in first] == [(r["rate"], r["bytes"], r["layers"]) for r in second]

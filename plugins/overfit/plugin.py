@@ -10,7 +10,8 @@ a log-scale offset per grid and pass (``so``) to the entropy model, and codes th
 relative to the warm start when it names one (``init``), else absolutely. v4 (what the
 encoder wrote before v5) codes each latent under its model's mean snapped to 1/8 (the coder's
 ``Gaussian(scales, means)``) instead of relative to the rounded mean. v5 (what the encoder
-writes) gives every weight tensor its own step (``q``: 20 shifts, not one per network).
+writes) gives every weight tensor its own step (``q``: 20 shifts, not one per network) and
+no longer carries the fit's ``lmbda`` and ``iters`` (not needed to decode; 23 bytes).
 """
 from __future__ import annotations
 
@@ -233,8 +234,7 @@ class Overfit(Model):
         ints = best["a"][1] + best["b"][1] + best["s"][1]
         side = {"v": 5, "ah": cfg.arm_hidden, "sh": cfg.synth_hidden,
                 "q": best["a"][0] + best["b"][0] + best["s"][0], "so": best["so"],
-                "ws": bytes(quant.coding_scale(a) for a in ints),
-                "lmbda": round(cfg.lmbda, 8), "iters": cfg.iters}
+                "ws": bytes(quant.coding_scale(a) for a in ints)}  # v5 dropped lmbda, iters: 23 B
         if init is not None:
             side["init"] = self.init_digest
         state = self.decoder(x.shape[-2], x.shape[-1], side)
