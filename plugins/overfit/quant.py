@@ -144,12 +144,17 @@ def tensor_choice(tensors, base, shifts: list[int], keep: list[bool]):
     ints, coded = [], []
     for t, b, s, k in zip(tensors, base or [None] * len(tensors), shifts, keep):
         i = to_ints([t], s)[0]
-        if b is None:
-            ints.append(i), coded.append(i)
-            continue
-        j = to_ints([b], s)[0]
-        ints.append(j if k else i), coded.append(np.zeros_like(j) if k else i - j)
+        j = i if b is None else to_ints([b], s)[0]
+        if b is not None and k:
+            i = j
+        ints.append(i)
+        coded.append(i if b is None else i - j)
     return ints, coded
+
+
+def in_range(ints, coded) -> bool:
+    """Whether a decoder accepts these integers (a step too fine for large weights does not)."""
+    return max(int(np.abs(a).max(initial=0)) for a in list(ints) + list(coded)) <= MAX_WEIGHT
 
 
 def refine_steps(cost, tensors, base, shift: int, keep: bool, reach: int = 2, sweeps: int = 2):
@@ -166,7 +171,10 @@ def refine_steps(cost, tensors, base, shift: int, keep: bool, reach: int = 2, sw
             opts += [(shifts[t], not keeps[t])] if base is not None else []
             for s, k in opts:
                 trial_s, trial_k = shifts[:t] + [s] + shifts[t + 1:], keeps[:t] + [k] + keeps[t + 1:]
-                c = cost(trial_s, *tensor_choice(tensors, base, trial_s, trial_k))
+                ints, coded = tensor_choice(tensors, base, trial_s, trial_k)
+                if not in_range(ints, coded):
+                    continue
+                c = cost(trial_s, ints, coded)
                 if c < cur:
                     cur, shifts, keeps, moved = c, trial_s, trial_k, True
         if not moved:
@@ -204,7 +212,8 @@ def search(model, x: torch.Tensor, ys: list[torch.Tensor], lmbda: float, base: d
                 return lmbda * (coded_bits(from_ints(ints, shifts), feats, y, off) + weight_bits(coded)) / npx
 
             cands = [(cost(s, ints, coded), s, bool(kept)) for s in SHIFTS
-                     for kept, (ints, coded) in enumerate(candidates(tensors, base.get(key), s))]
+                     for kept, (ints, coded) in enumerate(candidates(tensors, base.get(key), s))
+                     if in_range(ints, coded)]
             _, s, kept = min(cands, key=lambda c: c[0])
             best[key] = refine_steps(cost, tensors, base.get(key), s, kept)
             counts = [nets.pass_count(h, w, key) for h, w in sizes]
@@ -219,7 +228,8 @@ def search(model, x: torch.Tensor, ys: list[torch.Tensor], lmbda: float, base: d
             return mse + lmbda * weight_bits(coded) / npx
 
         cands = [(cost(s, ints, coded), s, bool(kept)) for s in SHIFTS
-                 for kept, (ints, coded) in enumerate(candidates(tensors, base.get("s"), s))]
+                 for kept, (ints, coded) in enumerate(candidates(tensors, base.get("s"), s))
+                 if in_range(ints, coded)]
         _, s, kept = min(cands, key=lambda c: c[0])
         best["s"] = refine_steps(cost, tensors, base.get("s"), s, kept)
     return best
