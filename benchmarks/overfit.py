@@ -234,6 +234,8 @@ def main():
     a = ap.parse_args()
     images = test_images(a.images, a.limit)
     k, n = (int(v) for v in a.shard.split("/"))
+    if not 0 <= k < n:
+        raise SystemExit(f"--shard K/N needs 0 <= K < N, got {a.shard}")
     if a.save_fits:
         a.save_fits.mkdir(parents=True, exist_ok=True)
     rows = [json.loads(line) for line in a.out.read_text().splitlines()] if a.out.exists() else []

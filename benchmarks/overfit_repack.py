@@ -7,8 +7,8 @@ same fits, without fitting again.
     python benchmarks/overfit.py --limit 16 --efforts medium --out NEW.jsonl --report-only
 
 The fit does not depend on how it is packed, so each stream is the one a fresh encode with the
-installed code would write; rows keep the original ``encode_s`` (the fit's; the pack's own
-time, re-measured, is ``pack_s``) and re-measure the decode. Resumable like overfit.py.
+installed code would write; rows keep the original ``encode_s`` (fit and the old pack; the
+new pack's time is ``pack_s``) and re-measure the decode. Resumable like overfit.py.
 """
 from __future__ import annotations
 
@@ -25,7 +25,7 @@ from overfit import _commit, measure
 from progcodec_plugins.overfit import fit
 
 
-def repack(path: Path, img) -> tuple[bytes, float]:
+def repack(path: Path, img, rate: str) -> tuple[bytes, float]:
     saved = torch.load(path)
     cfg = fit.FitConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in saved["cfg"].items()})
     fitted = fit.Fitted(*saved["hw"], cfg, 3)
@@ -39,7 +39,7 @@ def repack(path: Path, img) -> tuple[bytes, float]:
     cls.analyze = packed
     try:
         t0 = time.perf_counter()
-        data = progcodec.encode(img, model="overfit", rate=path.stem.split("_")[2])
+        data = progcodec.encode(img, model="overfit", rate=rate)
         return data, time.perf_counter() - t0
     finally:
         cls.analyze = analyze
@@ -58,11 +58,14 @@ def main():
         done = {(r["image"], r["effort"], r["rate"], r["start"]) for r in map(json.loads, a.out.read_text().splitlines())}
     for line in a.rows.read_text().splitlines():
         r = json.loads(line)
-        key = (r["image"], r["effort"], r["rate"], r["start"])
+        key = (r["image"], r["effort"], r["rate"], r.get("start", "cold"))
         path = a.fits / ("_".join(key) + ".pt")
-        if key in done or not path.exists() or r["start"] == "cold" or r["image"] not in images:
+        if key in done:
             continue
-        data, pack_s = repack(path, images[r["image"]])
+        if not path.exists() or key[3] == "cold" or r["image"] not in images:
+            print(f"{'_'.join(key)}: skipped (no saved fit, a cold start or no such photo)", flush=True)
+            continue
+        data, pack_s = repack(path, images[r["image"]], r["rate"])
         new = {**{k: r[k] for k in ("image", "effort", "rate", "start", "threads", "encode_s", "curve")},
                **measure(data, images[r["image"]]), "pack_s": pack_s, "commit": _commit(),
                "fitted_at": r["commit"]}

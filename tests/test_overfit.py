@@ -152,7 +152,8 @@ def _stream_with_side(data=None, **changes):
 @pytest.mark.parametrize("changes", [
     {"ah": 10**9}, {"sh": 0}, {"ah": "16"}, {"q": [2, 2, 400]}, {"q": [1]}, {"ws": b"\x00"},
     {"ws": bytes([200] * 20)}, {"v": 6}, {"q": [2] * 19 + [25]}, {"q": [2] * 21}, {"q": [2] * 19 + [1.5]},
-    {"q": [2, 2, 2], "v": 5}, {"so": [65] + [0] * 13}, {"so": [0] * 13}, {"so": "x"}, {"so": None},
+    {"q": [2, 2, 2], "v": 5}, {"q": [True] * 20}, {"q": [-1] + [2] * 19}, {"v": True}, {"ah": True},
+    {"so": [65] + [0] * 13}, {"so": [0] * 13}, {"so": "x"}, {"so": None},
     {"so": [0.5] * 14},
 ])
 def test_hostile_side_information_is_refused_before_allocation(changes):
@@ -187,10 +188,24 @@ def test_every_weight_tensor_has_its_own_step():
     data = progcodec.encode(photo(), model="overfit", iters=40)
     side = bitstream.unpack_side(bitstream.read(data)[0])
     assert side["v"] == 5 and len(side["q"]) == 20, side["q"]
+    for t in (0, 7):  # entropy model pass a's first weights, pass b's first biases
+        q = list(side["q"])
+        q[t] += 1
+        with pytest.raises(progcodec.PriorMismatchError):
+            progcodec.decode(_stream_with_side(data, q=q))
     q = list(side["q"])
-    q[0] += 1  # entropy model pass a, first weight matrix
-    with pytest.raises(progcodec.PriorMismatchError):
-        progcodec.decode(_stream_with_side(data, q=q))
+    q[19] += 1  # the last synthesis bias: not in any prior, so another image
+    assert not torch.equal(progcodec.decode(_stream_with_side(data, q=q)).tensor, progcodec.decode(data).tensor)
+
+
+def test_step_checks_refuse_before_decoding():
+    """The decoder itself refuses v4 steps out of range, v5 lists of the wrong length, bools."""
+    side = bitstream.unpack_side(bitstream.read(progcodec.encode(photo(32, 24), model="overfit", iters=5))[0])
+    model = progcodec.registry.load("overfit")
+    for bad in ({"v": 4, "q": [2, 2, 400]}, {"v": 4, "q": [2] * 20}, {"q": [2] * 19}, {"q": [True] * 20},
+                {"q": [-1] + [2] * 19}):
+        with pytest.raises(ValueError, match="weight steps"):
+            model.decoder(24, 32, {**side, **bad})
 
 
 @settings(max_examples=20, deadline=None)
@@ -213,7 +228,7 @@ def test_per_tensor_steps_round_trip_exactly(shifts, keep, seed):
     assert all(torch.equal(w, torch.from_numpy(i.astype(np.float64)) * 2.0**-s) for w, i, s in zip(back, ints, shifts))
 
 
-def test_step_refinement_never_costs_more():
+def test_step_refinement_gives_a_tiny_bias_its_own_step():
     """``refine_steps`` starts from the common step and only takes moves that lower the cost."""
     g = torch.Generator().manual_seed(0)
     tensors = [torch.randn(8, 4, generator=g), torch.randn(8, generator=g) * 0.01]

@@ -45,17 +45,17 @@ class OverfitDecoder(LayerDecoder):
     """Decoding state: networks after step 0 of layer 1, then grids as they arrive."""
 
     def __init__(self, height: int, width: int, side: dict, channels: int, model: "Overfit"):
-        if side.get("v") not in (1, 2, 3, 4, 5):
+        if type(side.get("v")) is not int or side["v"] not in (1, 2, 3, 4, 5):
             raise ValueError(f"unsupported overfit side information version {side.get('v')!r}")
         ah, sh, shifts, ws = side.get("ah"), side.get("sh"), side.get("q"), side.get("ws")
-        if not all(isinstance(v, int) and 1 <= v <= MAX_HIDDEN for v in (ah, sh)):
+        if not all(type(v) is int and 1 <= v <= MAX_HIDDEN for v in (ah, sh)):  # (not bool)
             raise ValueError("network sizes out of range")
         self.shapes = (quant.mlp_shapes(nets.PARENT, ah) + quant.mlp_shapes(nets.PARENT + nets.NEIGH, ah)
                        + quant.synth_shapes(sh, channels))
         n_arm = len(quant.mlp_shapes(1, 1))
         # v5: a step per tensor; before, one per network (entropy-model passes a, b, synthesis)
         if not (isinstance(shifts, list) and len(shifts) == (len(self.shapes) if side["v"] >= 5 else 3)
-                and all(isinstance(s, int) and 0 <= s <= quant.MAX_SHIFT for s in shifts)):
+                and all(type(s) is int and 0 <= s <= quant.MAX_SHIFT for s in shifts)):
             raise ValueError("weight steps out of range")
         if side["v"] < 5:
             shifts = [shifts[0]] * n_arm + [shifts[1]] * n_arm + [shifts[2]] * (len(self.shapes) - 2 * n_arm)
@@ -63,11 +63,11 @@ class OverfitDecoder(LayerDecoder):
             raise ValueError("weight coding scales are damaged")
         so = side.get("so") if side["v"] >= 3 else [0] * 2 * GRIDS
         if not (isinstance(so, list) and len(so) == 2 * GRIDS
-                and all(isinstance(k, int) and abs(k) <= quant.MAX_OFFSET for k in so)):
+                and all(type(k) is int and abs(k) <= quant.MAX_OFFSET for k in so)):
             raise ValueError("entropy-model scale offsets out of range")
         self.offsets = {p: [k / quant.OFFSET_STEP for k in so[i * GRIDS : (i + 1) * GRIDS]] for i, p in enumerate("ab")}
         self.shifts, self.ws = shifts, ws
-        self.base = None  # v2, v3 / v4 naming one: weights are coded relative to the warm-start networks
+        self.base = None  # v2, v3+ naming one: weights are coded relative to the warm-start networks
         self.means = side["v"] >= 4  # coded under the (snapped) means, else relative to the rounded ones
         if side["v"] == 2 or (side["v"] >= 3 and "init" in side):
             if side.get("init") != model.init_digest:
@@ -246,7 +246,7 @@ class Overfit(Model):
                 if item == ("nets",):
                     syms = ints
                 else:
-                    l, p, _ = state._pending  # v4: the latents themselves, coded under the means
+                    l, p, _ = state._pending  # v4+: the latents themselves, coded under the means
                     syms = [nets.take(ys[l][0], p)[0].numpy().astype(np.int32)]
                 state.step_push(k, s, syms)
                 layer.append(syms)

@@ -1,6 +1,7 @@
-"""Network weights as integers: power-of-two steps searched per network, exact float64 use.
+"""Network weights as integers: power-of-two steps searched per tensor, exact float64 use.
 
-Every weight and bias of a network becomes ``round(w * 2**shift)``; the decoder rebuilds
+Every weight and bias tensor becomes ``round(w * 2**shift)`` at its own shift (v5; one per
+network before); the decoder rebuilds
 ``int * 2**-shift`` in float64. With integer latents as inputs, dyadic weights and hidden
 activations rounded to ``2**-ACT_BITS``, every value the entropy model computes is exact in
 float64, so its output is the same on every thread count and BLAS.
