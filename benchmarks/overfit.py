@@ -72,7 +72,7 @@ def one(img_name, img, effort, rate, start, save_fits: Path | None = None):
         fit_threads[:] = [progcodec.get_threads()]
         curve.append((it, round(p, 3), round(b, 4), round(time.perf_counter() - t0, 2)))
 
-    with saving_fits(save_fits and save_fits / f"{img_name}_{effort}_{rate}_{start}.pt"):
+    with saving_fits(save_fits and fit_path(save_fits, img_name, effort, rate, start)):
         data = progcodec.encode(img, model="overfit", rate=rate, effort=effort, progress=progress, **START[start])
     enc = time.perf_counter() - t0
     return {"image": img_name, "effort": effort, "rate": rate, "start": start,
@@ -104,6 +104,11 @@ def measure(data: bytes, img) -> dict:
     return {"decode_s": full, "final_decode_s": final, "first_preview_s": first, "net_bytes": network_bytes(data),
             "bytes": len(data), "header_bytes": header.header_bytes(),
             "scale_offsets": bitstream.unpack_side(header).get("so"), "layers": layers}
+
+
+def fit_path(folder: Path, image: str, effort: str, rate: str, start: str) -> Path:
+    """Where ``--save-fits`` keeps one encode's fit."""
+    return folder / f"{image}_{effort}_{rate}_{start}.pt"
 
 
 @contextmanager

@@ -21,20 +21,20 @@ import torch
 
 import progcodec
 from common import test_images
-from overfit import _commit, measure
+from overfit import _commit, fit_path, measure
 from progcodec_plugins.overfit import fit
 
 
 def repack(path: Path, img, rate: str) -> tuple[bytes, float]:
     saved = torch.load(path)
-    cfg = fit.FitConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in saved["cfg"].items()})
+    cfg = fit.FitConfig(**saved["cfg"])
     fitted = fit.Fitted(*saved["hw"], cfg, 3)
     fitted.load_state_dict(saved["state"])
     cls = type(progcodec.registry.load("overfit"))
     analyze = cls.analyze
 
-    def packed(self, x, warm_start=True, **_):
-        return self.pack(fitted, x, cfg, self.init_networks() if warm_start else None)
+    def packed(self, x, **_):  # warm starts only (cold rows are skipped)
+        return self.pack(fitted, x, cfg, self.init_networks())
 
     cls.analyze = packed
     try:
@@ -59,7 +59,7 @@ def main():
     for line in a.rows.read_text().splitlines():
         r = json.loads(line)
         key = (r["image"], r["effort"], r["rate"], r.get("start", "cold"))
-        path = a.fits / ("_".join(key) + ".pt")
+        path = fit_path(a.fits, *key)
         if key in done:
             continue
         if not path.exists() or key[3] == "cold" or r["image"] not in images:

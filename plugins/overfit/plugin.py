@@ -53,12 +53,13 @@ class OverfitDecoder(LayerDecoder):
         self.shapes = (quant.mlp_shapes(nets.PARENT, ah) + quant.mlp_shapes(nets.PARENT + nets.NEIGH, ah)
                        + quant.synth_shapes(sh, channels))
         n_arm = len(quant.mlp_shapes(1, 1))
-        # v5: a step per tensor; before, one per network (entropy-model passes a, b, synthesis)
+        self.cuts = (0, n_arm, 2 * n_arm, len(self.shapes))  # tensors of passes a, b, the synthesis
+        # v5: a step per tensor; before, one per network
         if not (isinstance(shifts, list) and len(shifts) == (len(self.shapes) if side["v"] >= 5 else 3)
                 and all(type(s) is int and 0 <= s <= quant.MAX_SHIFT for s in shifts)):
             raise ValueError("weight steps out of range")
         if side["v"] < 5:
-            shifts = [shifts[0]] * n_arm + [shifts[1]] * n_arm + [shifts[2]] * (len(self.shapes) - 2 * n_arm)
+            shifts = [sh for q, i, j in zip(shifts, self.cuts, self.cuts[1:]) for sh in [q] * (j - i)]
         if not (isinstance(ws, bytes) and len(ws) == len(self.shapes) and max(ws) < len(SCALE_TABLE)):
             raise ValueError("weight coding scales are damaged")
         so = side.get("so") if side["v"] >= 3 else [0] * 2 * GRIDS
@@ -103,9 +104,7 @@ class OverfitDecoder(LayerDecoder):
         if PLAN[k][s] == ("nets",):
             if any(np.abs(a).max(initial=0) > quant.MAX_WEIGHT for a in symbols):
                 raise ValueError("network weight out of range")
-            n_arm = len(quant.mlp_shapes(1, 1))
-            cuts = (0, n_arm, 2 * n_arm, len(symbols))
-            groups = [(symbols[i:j], self.shifts[i:j]) for i, j in zip(cuts, cuts[1:])]
+            groups = [(symbols[i:j], self.shifts[i:j]) for i, j in zip(self.cuts, self.cuts[1:])]
             if self.base is not None:
                 groups = [([d + b for d, b in zip(g, quant.to_ints(self.base[key], sh))], sh)
                           for (g, sh), key in zip(groups, "abs")]

@@ -132,11 +132,9 @@ def candidates(tensors, base, shift: int):
     """(weights as integers, integers to code) at one step: the weights themselves, or with a
     base (the warm-start networks) their difference from the base at that step, and the base
     itself unchanged (all-zero differences, almost free to code)."""
-    ints = to_ints(tensors, shift)
-    if base is None:
-        return [(ints, ints)]
-    b = to_ints(base, shift)
-    return [(ints, [i - j for i, j in zip(ints, b)]), (b, [np.zeros_like(j) for j in b])]
+    n = len(tensors)
+    keeps = (False,) if base is None else (False, True)
+    return [tensor_choice(tensors, base, [shift] * n, [keep] * n) for keep in keeps]
 
 
 def tensor_choice(tensors, base, shifts: list[int], keep: list[bool]):
@@ -156,6 +154,16 @@ def tensor_choice(tensors, base, shifts: list[int], keep: list[bool]):
 def in_range(ints, coded) -> bool:
     """Whether a decoder accepts these integers (a step too fine for large weights does not)."""
     return max(int(np.abs(a).max(initial=0)) for a in list(ints) + list(coded)) <= MAX_WEIGHT
+
+
+def best_steps(cost, tensors, base):
+    """The best step common to all ``tensors`` (``SHIFTS``, each with and without keeping the
+    base), then refined per tensor; ``cost(shifts, ints, coded)`` to minimise. Returns
+    (shifts, coded ints, weights as integers)."""
+    cands = [(cost([s] * len(tensors), ints, coded), s, bool(kept)) for s in SHIFTS
+             for kept, (ints, coded) in enumerate(candidates(tensors, base, s)) if in_range(ints, coded)]
+    _, s, kept = min(cands, key=lambda c: c[0])
+    return refine_steps(cost, tensors, base, s, kept)
 
 
 def refine_steps(cost, tensors, base, shift: int, keep: bool, reach: int = 2, sweeps: int = 2):
@@ -207,30 +215,20 @@ def search(model, x: torch.Tensor, ys: list[torch.Tensor], lmbda: float, base: d
         for i, (key, mlp, (feats, y)) in enumerate((("a", model.arm.a, ctx[0]), ("b", model.arm.b, ctx[1]))):
             row = ks[i * nets.GRIDS : (i + 1) * nets.GRIDS]
             off = offset_columns(fitted_offsets, sizes, key)
-            tensors = mlp_tensors(mlp)
 
             def cost(shifts, ints, coded):
                 return lmbda * (coded_bits(from_ints(ints, shifts), feats, y, off) + weight_bits(coded)) / npx
 
-            cands = [(cost(s, ints, coded), s, bool(kept)) for s in SHIFTS
-                     for kept, (ints, coded) in enumerate(candidates(tensors, base.get(key), s))
-                     if in_range(ints, coded)]
-            _, s, kept = min(cands, key=lambda c: c[0])
-            best[key] = refine_steps(cost, tensors, base.get(key), s, kept)
+            best[key] = best_steps(cost, mlp_tensors(mlp), base.get(key))
             counts = [nets.pass_count(h, w, key) for h, w in sizes]
             best["so"] += refine_offsets(from_ints(best[key][2], best[key][0]), feats, y, counts, row)
         # float32, as the decoder renders (float64 3x3 convolutions made this search 10x slower)
         z = nets.upsample_grids([y.float() for y in ys], model.sizes[0])
         x32 = x.float()
-        tensors = synth_tensors(model.synth)
 
         def cost(shifts, ints, coded):
             mse = float(F.mse_loss(nets.synthesize([p.float() for p in from_ints(ints, shifts)], z).clamp(0, 1), x32))
             return mse + lmbda * weight_bits(coded) / npx
 
-        cands = [(cost(s, ints, coded), s, bool(kept)) for s in SHIFTS
-                 for kept, (ints, coded) in enumerate(candidates(tensors, base.get("s"), s))
-                 if in_range(ints, coded)]
-        _, s, kept = min(cands, key=lambda c: c[0])
-        best["s"] = refine_steps(cost, tensors, base.get("s"), s, kept)
+        best["s"] = best_steps(cost, synth_tensors(model.synth), base.get("s"))
     return best
